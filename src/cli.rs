@@ -1,0 +1,226 @@
+//! The command line (clap derive). Doc comments are the help text. Parsed
+//! arguments are turned into the library's validated [`Settings`]; clap
+//! types stay on this side.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use configmapwatch::{OutputFormat, Payload, Selector, Swap, WatchOptions, app::Settings};
+use log::LevelFilter;
+
+const EXAMPLES: &str = "\
+Examples:
+  Watch a mounted ConfigMap, printing the config and each change:
+    configmapwatch --dir /opt/config --interval 5s
+
+  Print every key as one JSON object per event, for a script:
+    configmapwatch -d /etc/app --all-keys --output json
+
+  Check the current config once (exit 1 if missing or invalid):
+    configmapwatch -d /opt/config --once
+
+  Simulate a ConfigMap update on a dev host, the kubelet's way:
+    configmapwatch publish --dir ./vol --from-file config.json --from-literal mode=debug
+
+  See it all work on a built-in example:
+    configmapwatch demo";
+
+/// Keeps a program's config in step with a Kubernetes ConfigMap or Secret
+/// volume by polling its `..data` link: no inotify, works on FUSE, network
+/// filesystems, gVisor, Windows and macOS.
+#[derive(Debug, Parser)]
+#[command(name = "configmapwatch", version, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub watch: WatchArgs,
+
+    /// Log level for messages on stderr: off, error, warn, info, debug, trace.
+    #[arg(short = 'l', long, env = "CONFIGMAPWATCH_LOG", default_value = "info", global = true,
+          value_parser = parse_level)]
+    pub log_level: LevelFilter,
+}
+
+/// The subcommands; without one, configmapwatch watches.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write or update a directory exactly as the kubelet updates a ConfigMap
+    /// volume (atomic `..data` swap). The payload replaces the previous one:
+    /// keys not given are removed.
+    Publish(PublishArgs),
+    /// Show the main job on a built-in example: a temporary volume, three
+    /// kubelet-style updates, what is detected and how late.
+    Demo,
+}
+
+/// Options of the watch command.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The mounted volume directory.
+    #[arg(short, long, env = "CONFIGMAPWATCH_DIR", default_value = "/opt/config")]
+    pub dir: PathBuf,
+
+    /// The key holding the config (JSON); nested keys as `a/b.json`.
+    #[arg(
+        short,
+        long,
+        value_name = "KEY",
+        env = "CONFIGMAPWATCH_FILE",
+        default_value = "config.json"
+    )]
+    pub file: String,
+
+    /// Use every key: one JSON object mapping each key to its parsed JSON
+    /// (keys ending in .json) or its text. Any key's change fires.
+    #[arg(long, env = "CONFIGMAPWATCH_ALL_KEYS", conflicts_with = "file")]
+    pub all_keys: bool,
+
+    /// Time between checks, e.g. 500ms, 5s, 1m.
+    #[arg(short, long, value_name = "DURATION", env = "CONFIGMAPWATCH_INTERVAL", default_value = "1s",
+          value_parser = parse_interval)]
+    pub interval: Duration,
+
+    /// Format of the event lines on stdout.
+    #[arg(short, long, value_enum, env = "CONFIGMAPWATCH_OUTPUT", default_value_t = Output::Text)]
+    pub output: Output,
+
+    /// Print the current config and exit: 0 if valid, 1 if missing or invalid.
+    #[arg(long)]
+    pub once: bool,
+
+    /// Refuse files larger than this, e.g. 1MiB (a ConfigMap holds at most 1 MiB).
+    #[arg(long, value_name = "SIZE", env = "CONFIGMAPWATCH_MAX_FILE_SIZE",
+          default_value = "16MiB", value_parser = parse_size)]
+    pub max_file_size: u64,
+}
+
+/// Event line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Timestamp, event, version, lag, then the config as compact JSON.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How `..data` is switched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SwapArg {
+    /// rename(..data_tmp, ..data): atomic, as on Linux.
+    Rename,
+    /// Remove ..data, then create it: as the kubelet on Windows.
+    Windows,
+}
+
+/// Options of `publish`; names follow `kubectl create configmap`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The volume directory to write (created if missing).
+    #[arg(short, long, env = "CONFIGMAPWATCH_DIR")]
+    pub dir: PathBuf,
+
+    /// A file (key: its name), a directory (each file in it), or KEY=PATH.
+    #[arg(long, value_name = "[KEY=]PATH")]
+    pub from_file: Vec<String>,
+
+    /// A key and its value.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub from_literal: Vec<String>,
+
+    /// How to swap ..data [default: this platform's kubelet's way].
+    #[arg(long, value_enum)]
+    pub swap: Option<SwapArg>,
+}
+
+impl WatchArgs {
+    /// The validated settings the library runs with.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            watch: WatchOptions {
+                dir: self.dir.clone(),
+                selector: if self.all_keys {
+                    Selector::AllKeys
+                } else {
+                    Selector::Key(self.file.clone())
+                },
+                interval: self.interval,
+                max_file_size: self.max_file_size,
+            },
+            output: match self.output {
+                Output::Text => OutputFormat::Text,
+                Output::Json => OutputFormat::Json,
+            },
+        }
+    }
+}
+
+impl PublishArgs {
+    /// The payload to write, read from the named files and literals.
+    pub fn payload(&self) -> configmapwatch::Result<Payload> {
+        let mut payload = Payload::new();
+        for spec in &self.from_file {
+            payload.add_from_file(spec)?;
+        }
+        for spec in &self.from_literal {
+            payload.add_from_literal(spec)?;
+        }
+        Ok(payload)
+    }
+
+    /// The swap style asked for.
+    pub fn swap(&self) -> Swap {
+        match self.swap {
+            None => Swap::default(),
+            Some(SwapArg::Rename) => Swap::Rename,
+            Some(SwapArg::Windows) => Swap::RemoveThenCreate,
+        }
+    }
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d =
+        humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 500ms, 5s, 1m)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    match parse_size::parse_size(s) {
+        Ok(0) => Err("must be greater than zero".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e} (expected e.g. 1MiB, 512KiB, 1048576)")),
+    }
+}
+
+fn parse_level(s: &str) -> Result<LevelFilter, String> {
+    s.parse()
+        .map_err(|_| "expected one of off, error, warn, info, debug, trace".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn intervals_and_sizes_are_validated() {
+        assert_eq!(parse_interval("5s"), Ok(Duration::from_secs(5)));
+        assert!(parse_interval("0s").is_err());
+        assert!(parse_interval("soon").is_err());
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert!(parse_size("0").is_err());
+        assert_eq!(
+            parse_size("16MiB"),
+            Ok(configmapwatch::volume::DEFAULT_MAX_FILE_SIZE)
+        );
+    }
+}

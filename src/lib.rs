@@ -1,0 +1,43 @@
+//! # configmapwatch
+//!
+//! Keeps a program's configuration in step with a Kubernetes ConfigMap (or
+//! Secret, projected, downwardAPI) volume by polling `readlink(..data)`,
+//! without inotify.
+//!
+//! - [`volume`] reads a mounted volume into consistent [`Snapshot`]s.
+//! - [`config`] turns a snapshot into the config (JSON).
+//! - [`watcher`] is the poll loop: [`Watcher::check`] is one tick,
+//!   [`Watcher::run`] loops until a [`Shutdown`] fires.
+//! - [`writer`] writes a volume exactly as the kubelet does (`publish`).
+//! - [`app`] and [`demo`] are the command-line tool's commands.
+//!
+//! ```no_run
+//! use configmapwatch::{WatchOptions, Watcher, shutdown_channel};
+//!
+//! let mut watcher = Watcher::new(WatchOptions::new("/opt/config"));
+//! let (shutdown, listener) = shutdown_channel();
+//! // Keep `shutdown` somewhere (e.g. a signal handler) to stop the loop.
+//! watcher.run(&listener, &mut |event: configmapwatch::Event| {
+//!     println!("{}", event.to_text());
+//! });
+//! # drop(shutdown);
+//! ```
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod config;
+pub mod demo;
+mod error;
+pub mod event;
+pub mod volume;
+pub mod watcher;
+pub mod writer;
+
+pub use config::Selector;
+pub use error::{Error, Result};
+pub use event::{Event, EventKind, OutputFormat};
+pub use volume::{Layout, Snapshot, Volume};
+pub use watcher::{
+    EventHandler, Shutdown, ShutdownListener, WatchOptions, Watcher, shutdown_channel,
+};
+pub use writer::{AtomicWriter, Outcome, Payload, Step, Swap};

@@ -1,0 +1,534 @@
+//! A writer that updates a directory exactly as the kubelet's atomic writer
+//! does (`pkg/volume/util/atomic_writer.go`), step by step; see
+//! `shared/kubelet-volume-updates.md`. It backs the `publish` command, the
+//! demo, the tests and the benchmarks, so that what they exercise is what a
+//! real pod sees.
+//!
+//! A hook runs after every step. Tests use it to look at the directory in
+//! each intermediate state, or to stop the writer there as if it had
+//! crashed.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs, io,
+    ops::ControlFlow,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use crate::{Error, Result, volume::read_tree};
+
+/// The default file mode, as the kubelet's `defaultMode`.
+pub const DEFAULT_MODE: u32 = 0o644;
+
+/// One key's content and mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileProjection {
+    /// The bytes.
+    pub data: Vec<u8>,
+    /// Unix permission bits (ignored on Windows).
+    pub mode: u32,
+}
+
+/// The full content of a volume: every key, as in a ConfigMap's `data`.
+/// Writing a payload replaces the previous one; keys it lacks are removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Payload {
+    files: BTreeMap<String, FileProjection>,
+}
+
+impl Payload {
+    /// An empty payload (a valid volume with no keys).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `key` with mode 0644; the key is checked as the API server does.
+    pub fn insert(&mut self, key: &str, data: impl Into<Vec<u8>>) -> Result<&mut Self> {
+        self.insert_with_mode(key, data, DEFAULT_MODE)
+    }
+
+    /// Adds `key` with `mode`.
+    pub fn insert_with_mode(
+        &mut self,
+        key: &str,
+        data: impl Into<Vec<u8>>,
+        mode: u32,
+    ) -> Result<&mut Self> {
+        validate_key(key)?;
+        self.files.insert(
+            key.to_owned(),
+            FileProjection {
+                data: data.into(),
+                mode,
+            },
+        );
+        Ok(self)
+    }
+
+    /// Adds keys as `kubectl create configmap --from-file` does: `PATH` (a
+    /// file becomes the key named after it; a directory adds each regular
+    /// file directly inside it) or `KEY=PATH`.
+    pub fn add_from_file(&mut self, spec: &str) -> Result<&mut Self> {
+        let (key, path) = match spec.split_once('=') {
+            Some((key, path)) => (Some(key), Path::new(path)),
+            None => (None, Path::new(spec)),
+        };
+        let read = |p: &Path| fs::read(p).map_err(|e| Error::io(p, "cannot read", e));
+        if key.is_none() && path.is_dir() {
+            let entries =
+                fs::read_dir(path).map_err(|e| Error::io(path, "cannot list directory", e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io(path, "cannot list directory", e))?;
+                if entry.file_type().is_ok_and(|t| t.is_file()) {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    self.insert(&name, read(&entry.path())?)?;
+                }
+            }
+            return Ok(self);
+        }
+        let key = match key {
+            Some(key) => key.to_owned(),
+            None => path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| Error::InvalidKey {
+                    key: spec.to_owned(),
+                    reason: "no file name to use as the key",
+                })?,
+        };
+        let data = read(path)?;
+        self.insert(&key, data)
+    }
+
+    /// Adds `KEY=VALUE` as `kubectl create configmap --from-literal` does.
+    pub fn add_from_literal(&mut self, spec: &str) -> Result<&mut Self> {
+        match spec.split_once('=') {
+            Some((key, value)) => self.insert(key, value),
+            None => Err(Error::InvalidKey {
+                key: spec.to_owned(),
+                reason: "expected KEY=VALUE",
+            }),
+        }
+    }
+
+    /// The keys, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.files.keys().map(String::as_str)
+    }
+
+    /// The top-level names the keys need links for (`a` for `a/b/c`).
+    fn top_level(&self) -> BTreeSet<&str> {
+        self.files.keys().map(|k| top_component(k)).collect()
+    }
+}
+
+fn top_component(key: &str) -> &str {
+    key.split('/').next().unwrap_or(key)
+}
+
+/// Checks a key as the kubelet does: relative, no `..` element, not
+/// starting with `..`, at most 4096 characters, each element at most 255.
+pub fn validate_key(key: &str) -> Result<()> {
+    let invalid = |reason| {
+        Err(Error::InvalidKey {
+            key: key.to_owned(),
+            reason,
+        })
+    };
+    if key.is_empty() {
+        return invalid("empty");
+    }
+    if key.len() > 4096 {
+        return invalid("longer than 4096 characters");
+    }
+    if key.starts_with('/') || key.starts_with('\\') || key.as_bytes().get(1) == Some(&b':') {
+        return invalid("must be a relative path");
+    }
+    if key.starts_with("..") {
+        return invalid("must not start with '..'");
+    }
+    if key.contains('\\') || key.contains('\0') {
+        return invalid("must not contain '\\' or NUL");
+    }
+    for element in key.split('/') {
+        if element.is_empty() || element == "." {
+            return invalid("has an empty or '.' path element");
+        }
+        if element == ".." {
+            return invalid("must not contain a '..' element");
+        }
+        if element.len() > 255 {
+            return invalid("has a path element longer than 255 characters");
+        }
+    }
+    Ok(())
+}
+
+/// The points at which the hook runs, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Step 3: the new timestamped directory exists, empty.
+    DataDirCreated,
+    /// Step 4: every key is written into it.
+    FilesWritten,
+    /// Step 6: `..data_tmp` points at it.
+    TmpLinkCreated,
+    /// Windows swap only: `..data` has been removed and not yet re-created.
+    DataLinkRemoved,
+    /// Step 7: `..data` points at the new directory.
+    Swapped,
+    /// Step 8: top-level links exist for new keys.
+    LinksCreated,
+    /// Step 9: links of removed keys are gone.
+    LinksRemoved,
+    /// Step 10: the old directory is deleted.
+    OldDirRemoved,
+}
+
+/// How `..data` is switched to the new directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Swap {
+    /// `rename(..data_tmp, ..data)`: atomic (Linux, macOS).
+    Rename,
+    /// Windows: remove `..data`, create it anew, remove `..data_tmp`; for a
+    /// moment there is no `..data`.
+    RemoveThenCreate,
+}
+
+impl Default for Swap {
+    fn default() -> Self {
+        if cfg!(windows) {
+            Swap::RemoveThenCreate
+        } else {
+            Swap::Rename
+        }
+    }
+}
+
+/// What a write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The payload equals what is there: nothing was swapped.
+    Unchanged {
+        /// The version still in place.
+        version: String,
+    },
+    /// A new version is live.
+    Written {
+        /// The new data directory's name.
+        version: String,
+        /// The one it replaced.
+        previous: Option<String>,
+    },
+    /// The hook stopped the writer after `after`, as a crash would.
+    Interrupted {
+        /// The last step done.
+        after: Step,
+        /// The data directory being written.
+        version: String,
+    },
+}
+
+/// Writes payloads into a volume directory the kubelet's way.
+#[derive(Debug, Clone)]
+pub struct AtomicWriter {
+    dir: PathBuf,
+    swap: Swap,
+}
+
+impl AtomicWriter {
+    /// A writer for `dir`, swapping the way this platform's kubelet does.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        AtomicWriter {
+            dir: dir.into(),
+            swap: Swap::default(),
+        }
+    }
+
+    /// Uses `swap` instead of the platform's way.
+    pub fn with_swap(mut self, swap: Swap) -> Self {
+        self.swap = swap;
+        self
+    }
+
+    /// The volume directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `payload`.
+    pub fn write(&self, payload: &Payload) -> Result<Outcome> {
+        self.write_with_hook(payload, |_| ControlFlow::Continue(()))
+    }
+
+    /// Writes `payload`, calling `hook` after each step; `Break` stops there.
+    pub fn write_with_hook(
+        &self,
+        payload: &Payload,
+        mut hook: impl FnMut(Step) -> ControlFlow<()>,
+    ) -> Result<Outcome> {
+        let dir = &self.dir;
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, "cannot create volume directory", e))?;
+        let data_link = dir.join("..data");
+        let tmp_link = dir.join("..data_tmp");
+
+        // 1. The old target, if any.
+        let old = match fs::read_link(&data_link) {
+            Ok(target) => Some(target.to_string_lossy().into_owned()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(&data_link, "cannot read link", e)),
+        };
+        if let Some(old) = &old {
+            crate::volume::check_target(old.as_bytes()).map_err(|reason| Error::BadTarget {
+                path: data_link.clone(),
+                target: old.clone(),
+                reason,
+            })?;
+        }
+
+        // 2. Unchanged payload: only re-create missing links.
+        if let Some(old) = &old
+            && self.same_content(old, payload)
+        {
+            self.create_links(payload)?;
+            return Ok(Outcome::Unchanged {
+                version: old.clone(),
+            });
+        }
+
+        // 3. The new timestamped directory.
+        let version = self.make_data_dir()?;
+        let data_dir = dir.join(&version);
+        macro_rules! after {
+            ($step:expr) => {
+                if hook($step).is_break() {
+                    return Ok(Outcome::Interrupted {
+                        after: $step,
+                        version,
+                    });
+                }
+            };
+        }
+        after!(Step::DataDirCreated);
+
+        // 4. Every key, in random order, as the kubelet's map iteration.
+        let mut files: Vec<_> = payload.files.iter().collect();
+        fastrand::shuffle(&mut files);
+        for (key, projection) in files {
+            let path = data_dir.join(key);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)
+                    .map_err(|e| Error::io(parent, "cannot create directory", e))?;
+            }
+            fs::write(&path, &projection.data).map_err(|e| Error::io(&path, "cannot write", e))?;
+            set_mode(&path, projection.mode)?;
+        }
+        after!(Step::FilesWritten);
+
+        // 5. (ownership pass: not simulated.)
+        // 6. ..data_tmp -> new dir (a crashed writer may have left one).
+        remove_link_if_present(&tmp_link)?;
+        symlink(Path::new(&version), &tmp_link, true)?;
+        after!(Step::TmpLinkCreated);
+
+        // 7. The switch.
+        match self.swap {
+            Swap::Rename => {
+                fs::rename(&tmp_link, &data_link)
+                    .map_err(|e| Error::io(&data_link, "cannot rename ..data_tmp over", e))?;
+            }
+            Swap::RemoveThenCreate => {
+                remove_link_if_present(&data_link)?;
+                after!(Step::DataLinkRemoved);
+                symlink(Path::new(&version), &data_link, true)?;
+                remove_link_if_present(&tmp_link)?;
+            }
+        }
+        after!(Step::Swapped);
+
+        // 8. Links for new keys (existing ones already resolve via ..data).
+        self.create_links(payload)?;
+        after!(Step::LinksCreated);
+
+        // 9. Links of keys that are gone.
+        if let Some(old) = &old {
+            let keep = payload.top_level();
+            for name in top_level_names(&dir.join(old)) {
+                if !keep.contains(name.as_str()) {
+                    let link = dir.join(&name);
+                    if fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
+                        remove_link_if_present(&link)?;
+                    }
+                }
+            }
+        }
+        after!(Step::LinksRemoved);
+
+        // 10. The old directory.
+        if let Some(old) = &old {
+            let old_dir = dir.join(old);
+            match fs::remove_dir_all(&old_dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(old_dir, "cannot remove old data directory", e)),
+            }
+        }
+        after!(Step::OldDirRemoved);
+
+        Ok(Outcome::Written {
+            version,
+            previous: old,
+        })
+    }
+
+    /// Step 2's byte-for-byte comparison with the current data directory.
+    fn same_content(&self, old: &str, payload: &Payload) -> bool {
+        let Ok(existing) = read_tree(&self.dir.join(old), u64::MAX) else {
+            return false;
+        };
+        existing.len() == payload.files.len()
+            && existing.iter().all(|(key, content)| {
+                matches!((content, payload.files.get(key)), (Ok(bytes), Some(p)) if *bytes == p.data)
+            })
+    }
+
+    /// Creates `<dir>/<name> -> ..data/<name>` for each top-level name that
+    /// has no link yet.
+    fn create_links(&self, payload: &Payload) -> Result<()> {
+        for name in payload.top_level() {
+            let link = self.dir.join(name);
+            if fs::symlink_metadata(&link).is_err() {
+                let nested = !payload.files.contains_key(name);
+                symlink(&Path::new("..data").join(name), &link, nested)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 3: `..YYYY_MM_DD_HH_MM_SS.<random decimal>` (UTC), made 0700
+    /// then chmod 0755, as Go's `os.MkdirTemp` and the kubelet do.
+    fn make_data_dir(&self) -> Result<String> {
+        let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let prefix = format!(
+            "..{}.",
+            stamp.trim_end_matches('Z').replace(['-', 'T', ':'], "_")
+        );
+        let mut builder = fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        loop {
+            let name = format!("{prefix}{}", fastrand::u32(..));
+            let path = self.dir.join(&name);
+            match builder.create(&path) {
+                Ok(()) => {
+                    set_mode(&path, 0o755)?;
+                    return Ok(name);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(path, "cannot create data directory", e)),
+            }
+        }
+    }
+}
+
+/// Top-level entries of a data directory, without the `..` ones.
+fn top_level_names(data_dir: &Path) -> Vec<String> {
+    fs::read_dir(data_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".."))
+        .collect()
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(path, "cannot chmod", e))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, mode);
+        Ok(())
+    }
+}
+
+/// A relative symlink; on Windows a directory link when `dir`, and a clear
+/// message when the OS refuses symlinks.
+fn symlink(target: &Path, link: &Path, dir: bool) -> Result<()> {
+    #[cfg(unix)]
+    let result = {
+        let _ = dir;
+        std::os::unix::fs::symlink(target, link)
+    };
+    #[cfg(windows)]
+    let result = if dir {
+        std::os::windows::fs::symlink_dir(target, link)
+    } else {
+        std::os::windows::fs::symlink_file(target, link)
+    };
+    #[cfg(not(any(unix, windows)))]
+    let result: io::Result<()> = {
+        let _ = (target, dir);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "symlinks are not supported here",
+        ))
+    };
+    result.map_err(|source| {
+        // ERROR_PRIVILEGE_NOT_HELD: no Developer Mode, not elevated.
+        if cfg!(windows) && source.raw_os_error() == Some(1314) {
+            Error::SymlinkPrivilege {
+                path: link.to_owned(),
+                source,
+            }
+        } else {
+            Error::io(link, "cannot create symlink", source)
+        }
+    })
+}
+
+/// Removes a link; on Windows a directory symlink needs `remove_dir`.
+fn remove_link_if_present(link: &Path) -> Result<()> {
+    let result = fs::remove_file(link).or_else(|e| {
+        if cfg!(windows) && e.kind() != io::ErrorKind::NotFound {
+            fs::remove_dir(link)
+        } else {
+            Err(e)
+        }
+    });
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(link, "cannot remove link", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked_like_the_kubelet() {
+        for ok in ["config.json", "a/b/c", "x.y", "..a".trim_start_matches('.')] {
+            assert!(validate_key(ok).is_ok(), "{ok}");
+        }
+        let long_element = "x".repeat(256);
+        for bad in [
+            "",
+            "/abs",
+            "..hidden",
+            "a/../b",
+            "a//b",
+            "./a",
+            &long_element,
+            "a\\b",
+        ] {
+            assert!(validate_key(bad).is_err(), "{bad}");
+        }
+    }
+}
