@@ -279,13 +279,18 @@ impl AtomicWriter {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(&data_link, "cannot read link", e)),
         };
-        if let Some(old) = &old {
-            crate::volume::check_target(old.as_bytes()).map_err(|reason| Error::BadTarget {
-                path: data_link.clone(),
-                target: old.clone(),
-                reason,
-            })?;
-        }
+        // A target the kubelet would never write is not a previous version:
+        // never compare with it and, above all, never delete it.
+        let old = old.filter(|old| match crate::volume::check_target(old.as_bytes()) {
+            Ok(_) => true,
+            Err(reason) => {
+                log::warn!(
+                    "{}: ignoring ..data target {old:?} ({reason}); writing a fresh version",
+                    data_link.display()
+                );
+                false
+            }
+        });
 
         // 2. Unchanged payload: only re-create missing links.
         if let Some(old) = &old

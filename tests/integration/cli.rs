@@ -1,0 +1,260 @@
+//! The real binary: the original demo's scenario, signals, `--once`,
+//! usage errors, `publish` and `demo`.
+
+use std::fs;
+
+use serde_json::json;
+
+use crate::helper::{Running, Vol, bin};
+
+const ORIGINAL: &str = r#"{"THIS": "is a test", "HERE": "is another test", "KEY": "here's another key", "ANOTHER": "and yet another key"}"#;
+
+fn publish(vol: &Vol, args: &[&str]) -> String {
+    let out = bin()
+        .arg("publish")
+        .arg("--dir")
+        .arg(vol.path())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The original demo: the config is printed, a key is added with
+/// `kubectl edit`, the change is detected and printed.
+#[test]
+fn original_demo_scenario_end_to_end() {
+    let vol = Vol::new();
+    let src = vol.tmp.path().join("config.json");
+    fs::write(&src, ORIGINAL).unwrap();
+    publish(&vol, &["--from-file", src.to_str().unwrap()]);
+    let v1 = vol.target();
+
+    let mut cmd = bin();
+    cmd.args(["--output", "json", "--interval", "20ms", "--dir"])
+        .arg(vol.path());
+    let watch = Running::spawn(cmd);
+    let initial = watch.event();
+    assert_eq!(initial["event"], "initial");
+    assert_eq!(initial["version"], v1.as_str());
+    assert_eq!(
+        initial["config"],
+        serde_json::from_str::<serde_json::Value>(ORIGINAL).unwrap()
+    );
+    assert!(initial["lag_ms"].is_f64());
+    assert!(initial["detected_at"].as_str().unwrap().ends_with('Z'));
+
+    let mut edited: serde_json::Value = serde_json::from_str(ORIGINAL).unwrap();
+    edited["NEW"] = json!("a key added");
+    fs::write(&src, edited.to_string()).unwrap();
+    let out = publish(
+        &vol,
+        &["--from-file", &format!("config.json={}", src.display())],
+    );
+    let v2 = vol.target();
+    assert!(out.contains(&v2) && out.contains(&v1), "{out}");
+    let change = watch.event();
+    assert_eq!(
+        (&change["event"], &change["version"]),
+        (&json!("change"), &json!(v2))
+    );
+    assert_eq!(change["config"], edited);
+    let lag = change["lag_ms"].as_f64().unwrap();
+    assert!((0.0..10_000.0).contains(&lag), "{lag}");
+}
+
+#[test]
+fn text_output_shows_event_version_lag_and_config() {
+    let vol = Vol::new();
+    let v1 = vol.publish(&[("config.json", r#"{"a": 1}"#)]);
+    let mut cmd = bin();
+    cmd.args(["--interval", "20ms", "-d"]).arg(vol.path());
+    let watch = Running::spawn(cmd);
+    let line = watch.line();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert!(fields[0].ends_with('Z'), "{line}");
+    assert_eq!(fields[1], "initial");
+    assert_eq!(fields[2], format!("version={v1}"));
+    assert!(
+        fields[3].starts_with("lag=") && fields[3].ends_with("ms"),
+        "{line}"
+    );
+    assert_eq!(fields[4], r#"config={"a":1}"#);
+}
+
+#[test]
+fn errors_are_events_and_the_watcher_goes_on() {
+    let vol = Vol::new();
+    vol.publish(&[("config.json", r#"{"a": 1}"#)]);
+    let mut cmd = bin();
+    cmd.args(["-o", "json", "-i", "20ms", "-d"]).arg(vol.path());
+    let watch = Running::spawn(cmd);
+    watch.event();
+    let bad = vol.publish(&[("config.json", "{\"a\": }")]);
+    let e = watch.event_for("error", &bad);
+    assert_eq!(e["key"], "config.json");
+    assert!(
+        e["error"].as_str().unwrap().contains("line 1, column 7"),
+        "{e}"
+    );
+    assert_eq!(e["config"], json!({"a": 1}));
+    let good = vol.publish(&[("config.json", r#"{"a": 2}"#)]);
+    assert_eq!(watch.event_for("change", &good)["config"], json!({"a": 2}));
+}
+
+#[test]
+fn env_vars_configure_the_watcher() {
+    let vol = Vol::new();
+    vol.publish(&[("app.json", r#"{"from":"env"}"#)]);
+    let mut cmd = bin();
+    cmd.env("CONFIGMAPWATCH_DIR", vol.path())
+        .env("CONFIGMAPWATCH_FILE", "app.json")
+        .env("CONFIGMAPWATCH_INTERVAL", "20ms")
+        .env("CONFIGMAPWATCH_OUTPUT", "json");
+    let watch = Running::spawn(cmd);
+    assert_eq!(watch.event()["config"], json!({"from": "env"}));
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_and_sigint_end_a_5s_interval_at_once() {
+    use rustix::process::Signal;
+    for signal in [Signal::TERM, Signal::INT] {
+        let vol = Vol::new();
+        vol.publish(&[("config.json", "{}")]);
+        let mut cmd = bin();
+        cmd.args(["--interval", "5s", "-d"]).arg(vol.path());
+        let mut watch = Running::spawn(cmd);
+        watch.line(); // in the wait now
+        let (took, status) = watch.signal_and_time_exit(signal);
+        assert_eq!(status.code(), Some(0), "{signal:?}: {status}");
+        assert!(took.as_millis() < 100, "{signal:?}: exit took {took:?}");
+    }
+}
+
+#[test]
+fn once_exit_codes() {
+    let vol = Vol::new();
+    let once = |vol: &Vol, extra: &[&str]| {
+        let out = bin()
+            .arg("--once")
+            .arg("-o")
+            .arg("json")
+            .arg("-d")
+            .arg(vol.path())
+            .args(extra)
+            .output()
+            .unwrap();
+        let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), line)
+    };
+    let (code, line) = once(&vol, &[]);
+    assert_eq!(code, Some(1), "missing dir");
+    assert!(line["error"].as_str().unwrap().contains("does not exist"));
+
+    vol.publish(&[("config.json", r#"{"ok":true}"#)]);
+    let (code, line) = once(&vol, &[]);
+    assert_eq!(
+        (code, &line["event"], &line["config"]),
+        (Some(0), &json!("initial"), &json!({"ok": true}))
+    );
+
+    let (code, line) = once(&vol, &["--file", "nope.json"]);
+    assert_eq!((code, &line["key"]), (Some(1), &json!("nope.json")));
+
+    vol.publish(&[("config.json", "{,}")]);
+    let (code, line) = once(&vol, &[]);
+    assert_eq!((code, &line["event"]), (Some(1), &json!("error")));
+}
+
+#[test]
+fn usage_errors_exit_2_with_a_clear_message() {
+    for (args, expected) in [
+        (&["--interval", "0s"][..], "must be greater than zero"),
+        (&["--interval", "soon"], "expected e.g. 500ms"),
+        (&["--max-file-size", "lots"], "expected e.g. 1MiB"),
+        (&["--output", "yaml"], "possible values: text, json"),
+        (&["--all-keys", "--file", "x.json"], "cannot be used with"),
+        (&["--log-level", "loud"], "expected one of off"),
+    ] {
+        let out = bin().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn help_has_examples() {
+    let out = bin().arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.contains("Examples:") && help.contains("configmapwatch demo"));
+}
+
+#[test]
+fn publish_follows_kubectl_and_skips_unchanged_payloads() {
+    let vol = Vol::new();
+    let srcdir = vol.tmp.path().join("src");
+    fs::create_dir(&srcdir).unwrap();
+    fs::write(srcdir.join("a.json"), "{}").unwrap();
+    fs::write(srcdir.join("b.txt"), "b").unwrap();
+    let args = [
+        "--from-file",
+        srcdir.to_str().unwrap(),
+        "--from-literal",
+        "mode=debug",
+    ];
+    let out = publish(&vol, &args);
+    assert!(out.starts_with("published .."), "{out}");
+    for key in ["a.json", "b.txt", "mode"] {
+        assert!(vol.data_dir().join(key).is_file(), "{key}");
+        assert!(
+            fs::symlink_metadata(vol.path().join(key))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(vol.path().join("mode")).unwrap(),
+        "debug"
+    );
+    let before = vol.target();
+    assert!(publish(&vol, &args).starts_with("unchanged"));
+    assert_eq!(vol.target(), before);
+
+    let out = bin()
+        .args(["publish", "--dir"])
+        .arg(vol.path())
+        .args(["--from-literal", "..x=1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must not start with '..'"));
+}
+
+#[test]
+fn demo_runs_and_shows_every_kind_of_event() {
+    let out = bin().arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        " initial ",
+        " change ",
+        " error ",
+        "a key added",
+        "line 3",
+        "demo: done",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in\n{stdout}");
+    }
+}

@@ -1,0 +1,233 @@
+//! Test helpers: a temporary volume written the kubelet's way (the same
+//! writer as `publish`), the real binary with its output read line by line,
+//! waits on conditions with deadlines, and a per-thread allocation counter.
+
+#![allow(dead_code)]
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    cell::Cell,
+    io::{BufRead, BufReader},
+    ops::ControlFlow,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use configmapwatch::{AtomicWriter, Outcome, Payload, Step, Swap};
+use serde_json::Value;
+
+/// Generous: only reached when something is broken.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A temporary volume directory and a kubelet-style writer for it.
+pub struct Vol {
+    pub tmp: tempfile::TempDir,
+    pub writer: AtomicWriter,
+}
+
+impl Vol {
+    pub fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let writer = AtomicWriter::new(tmp.path().join("vol"));
+        Vol { tmp, writer }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.writer.dir()
+    }
+
+    /// Publishes `files` (key, content) and returns the new version.
+    pub fn publish(&self, files: &[(&str, &str)]) -> String {
+        match self.writer.write(&payload(files)).unwrap() {
+            Outcome::Written { version, .. } => version,
+            other => panic!("expected a swap, got {other:?}"),
+        }
+    }
+
+    /// Publishes with a hook after each step, swapping as `swap` says.
+    pub fn publish_with_hook(
+        &self,
+        files: &[(&str, &str)],
+        swap: Swap,
+        hook: impl FnMut(Step) -> ControlFlow<()>,
+    ) -> Outcome {
+        self.writer
+            .clone()
+            .with_swap(swap)
+            .write_with_hook(&payload(files), hook)
+            .unwrap()
+    }
+
+    /// The current `..data` target.
+    pub fn target(&self) -> String {
+        std::fs::read_link(self.path().join("..data"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Points `..data` at `target` directly (for hostile volumes).
+    #[cfg(unix)]
+    pub fn point_data_at(&self, target: &str) {
+        let link = self.path().join("..data");
+        let tmp = self.path().join("..data_tmp");
+        std::os::unix::fs::symlink(target, &tmp).unwrap();
+        std::fs::rename(tmp, link).unwrap();
+    }
+
+    /// The data directory of the current version.
+    pub fn data_dir(&self) -> PathBuf {
+        self.path().join(self.target())
+    }
+}
+
+pub fn payload(files: &[(&str, &str)]) -> Payload {
+    let mut p = Payload::new();
+    for (k, v) in files {
+        p.insert(k, *v).unwrap();
+    }
+    p
+}
+
+/// Polls `cond` until it is true or the deadline passes.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The real binary, with no configmapwatch variables inherited.
+pub fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_configmapwatch"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CONFIGMAPWATCH_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// A running watcher process whose stdout lines arrive on a channel.
+pub struct Running {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    pub stderr: mpsc::Receiver<String>,
+}
+
+impl Running {
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = pipe_lines(child.stdout.take().unwrap());
+        let stderr = pipe_lines(child.stderr.take().unwrap());
+        Running {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// The next stdout line, within the deadline.
+    pub fn line(&self) -> String {
+        self.lines
+            .recv_timeout(DEADLINE)
+            .expect("no output line within the deadline")
+    }
+
+    /// The next stdout line parsed as a JSON event.
+    pub fn event(&self) -> Value {
+        let line = self.line();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"))
+    }
+
+    /// Events until one of `kind` for `version` arrives.
+    pub fn event_for(&self, kind: &str, version: &str) -> Value {
+        loop {
+            let e = self.event();
+            if e["event"] == kind && e["version"] == version {
+                return e;
+            }
+        }
+    }
+
+    /// Sends `signal` and returns how long the process took to exit.
+    #[cfg(unix)]
+    pub fn signal_and_time_exit(
+        &mut self,
+        signal: rustix::process::Signal,
+    ) -> (Duration, ExitStatus) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let sent = Instant::now();
+        rustix::process::kill_process(pid, signal).unwrap();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (sent.elapsed(), status);
+            }
+            assert!(
+                sent.elapsed() < DEADLINE,
+                "process did not exit after {signal:?}"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Everything on stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pipe_lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Counts heap allocations made by the current thread.
+pub struct CountingAlloc;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Allocations the current thread has made so far.
+pub fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}

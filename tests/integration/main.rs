@@ -1,0 +1,11 @@
+//! Integration tests: real temp volumes written the kubelet's way, the
+//! library driven tick by tick, and the real binary.
+
+mod helper;
+
+mod cli;
+mod reader;
+mod watcher;
+
+#[global_allocator]
+static ALLOC: helper::CountingAlloc = helper::CountingAlloc;
