@@ -41,3 +41,8 @@ pub use watcher::{
     EventHandler, Shutdown, ShutdownListener, WatchOptions, Watcher, shutdown_channel,
 };
 pub use writer::{AtomicWriter, Outcome, Payload, Step, Swap};
+
+/// The README's code examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
