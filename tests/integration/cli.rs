@@ -258,3 +258,16 @@ fn demo_runs_and_shows_every_kind_of_event() {
         assert!(stdout.contains(needle), "missing {needle:?} in\n{stdout}");
     }
 }
+
+#[test]
+fn a_missing_directory_is_waited_for_not_an_exit() {
+    let vol = Vol::new();
+    let mut cmd = bin();
+    cmd.args(["-o", "json", "-i", "20ms", "-d"]).arg(vol.path());
+    let watch = Running::spawn(cmd);
+    let log = watch.stderr.recv_timeout(crate::helper::DEADLINE).unwrap();
+    assert!(log.contains("does not exist yet"), "{log}");
+    let v1 = vol.publish(&[("config.json", r#"{"late":true}"#)]);
+    let e = watch.event();
+    assert_eq!((&e["event"], &e["version"]), (&json!("initial"), &json!(v1)));
+}
