@@ -1,13 +1,16 @@
 //! Running the watch command: the validated settings, the loop printing one
-//! line per event to an output, and `--once`.
+//! line per event to an output and handing good changes to the actions, and
+//! `--once`.
 
 use std::{
     io::Write,
+    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant, SystemTime},
 };
 
 use crate::{
+    actions::{ActionRunner, Actions},
     event::{Event, EventKind, OutputFormat},
     volume::Layout,
     watcher::{ShutdownListener, WatchOptions, Watcher},
@@ -23,13 +26,40 @@ pub struct Settings {
     pub watch: WatchOptions,
     /// How events are printed.
     pub output: OutputFormat,
+    /// What to do on a change.
+    pub actions: Actions,
 }
 
-/// Watches until `shutdown` fires, printing each event as one line.
-pub fn watch(settings: &Settings, shutdown: &ShutdownListener, out: &mut impl Write) {
-    let mut watcher = Watcher::new(settings.watch.clone());
+/// Watches until `shutdown` fires, printing each event (and each action's
+/// result) as one line, then waits for a running round of actions for at
+/// most the shutdown timeout.
+pub fn watch(settings: &Settings, shutdown: &ShutdownListener, out: impl Write + Send + 'static) {
     let format = settings.output;
-    watcher.run(shutdown, &mut |event: Event| print(out, &event, format));
+    let out = Arc::new(Mutex::new(out));
+    let runner = (!settings.actions.list.is_empty()).then(|| {
+        let out = out.clone();
+        ActionRunner::start(settings.actions.clone(), move |report| {
+            line(&out, &report.render(format));
+        })
+    });
+    let mut watcher = Watcher::new(settings.watch.clone());
+    watcher.run(shutdown, &mut |event: Event| {
+        line(&out, &event.render(format));
+        if let Some(runner) = &runner
+            && settings.actions.triggered_by(&event)
+        {
+            runner.submit(event);
+        }
+    });
+    if let Some(runner) = runner {
+        runner.shutdown(settings.actions.shutdown_timeout);
+    }
+}
+
+fn line(out: &Mutex<impl Write>, text: &str) {
+    let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+    // A closed stdout must not stop the watcher: actions and logs go on.
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
 /// Prints the current config once; true if there is a valid one.
@@ -61,11 +91,6 @@ pub fn once(settings: &Settings, out: &mut impl Write) -> bool {
             error: Some(format!("{}: {reason}", settings.watch.dir.display())),
         };
     };
-    print(out, &event, settings.output);
+    let _ = writeln!(out, "{}", event.render(settings.output));
     event.kind != EventKind::Error
-}
-
-fn print(out: &mut impl Write, event: &Event, format: OutputFormat) {
-    // A closed stdout must not stop the watcher: actions and logs go on.
-    let _ = writeln!(out, "{}", event.render(format)).and_then(|()| out.flush());
 }

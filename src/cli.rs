@@ -4,8 +4,14 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use configmapwatch::{OutputFormat, Payload, Selector, Swap, WatchOptions, app::Settings};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use configmapwatch::{
+    OutputFormat, Payload, Selector, Swap, WatchOptions,
+    actions::{
+        Action, Actions, Exec, PidSource, SignalAction, Webhook, WebhookOptions, parse_header,
+    },
+    app::Settings,
+};
 use log::LevelFilter;
 
 const EXAMPLES: &str = "\
@@ -15,6 +21,15 @@ Examples:
 
   Print every key as one JSON object per event, for a script:
     configmapwatch -d /etc/app --all-keys --output json
+
+  Reload Prometheus, retrying until it answers 2xx:
+    configmapwatch -d /etc/prometheus --webhook-url http://127.0.0.1:9090/-/reload
+
+  Reload nginx in another container (shareProcessNamespace: true):
+    configmapwatch -d /etc/nginx/conf.d --signal HUP --pid-file /var/run/nginx.pid
+
+  Run any program with the new config on its stdin (put --exec last):
+    configmapwatch -d /opt/config --exec sh -c 'jq . > /tmp/config.json'
 
   Check the current config once (exit 1 if missing or invalid):
     configmapwatch -d /opt/config --once
@@ -94,6 +109,101 @@ pub struct WatchArgs {
     #[arg(long, value_name = "SIZE", env = "CONFIGMAPWATCH_MAX_FILE_SIZE",
           default_value = "16MiB", value_parser = parse_size)]
     pub max_file_size: u64,
+
+    #[command(flatten)]
+    pub actions: ActionArgs,
+}
+
+/// What to do on each good change.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Actions (run for each good change, never for an invalid one)",
+          group(ArgGroup::new("pid_source").args(["pid", "pid_file"])))]
+pub struct ActionArgs {
+    /// Run a command: the new config on its stdin (compact JSON);
+    /// CONFIGMAPWATCH_VERSION, _PREVIOUS_VERSION, _DIR and _EVENT in its
+    /// environment. Every argument after --exec belongs to the command, so
+    /// put it last. [env: CONFIGMAPWATCH_EXEC, split on spaces]
+    #[arg(long, value_name = "PROGRAM [ARGS]", num_args = 1.., allow_hyphen_values = true)]
+    pub exec: Vec<String>,
+
+    /// Send the event (as --output json) to this URL; repeatable. http:// only.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CONFIGMAPWATCH_WEBHOOK_URL",
+        value_delimiter = ','
+    )]
+    pub webhook_url: Vec<String>,
+
+    /// HTTP method for webhooks.
+    #[arg(
+        long,
+        value_name = "METHOD",
+        env = "CONFIGMAPWATCH_WEBHOOK_METHOD",
+        default_value = "POST"
+    )]
+    pub webhook_method: String,
+
+    /// Extra header for webhooks, as 'Name: value'; repeatable. Values are never logged.
+    #[arg(long, value_name = "HEADER", env = "CONFIGMAPWATCH_WEBHOOK_HEADER", value_delimiter = '\n',
+          value_parser = parse_header)]
+    pub webhook_header: Vec<(String, String)>,
+
+    /// Timeout of one webhook attempt.
+    #[arg(long, value_name = "DURATION", env = "CONFIGMAPWATCH_WEBHOOK_TIMEOUT", default_value = "5s",
+          value_parser = parse_interval)]
+    pub webhook_timeout: Duration,
+
+    /// Accepted status codes, e.g. 200,204 [default: any 2xx].
+    #[arg(long, value_name = "CODES", env = "CONFIGMAPWATCH_WEBHOOK_STATUS_CODE", value_delimiter = ',',
+          value_parser = clap::value_parser!(u16).range(100..=599))]
+    pub webhook_status_code: Vec<u16>,
+
+    /// Retries after a failed webhook attempt (capped exponential backoff with jitter).
+    #[arg(
+        long,
+        value_name = "N",
+        env = "CONFIGMAPWATCH_WEBHOOK_RETRIES",
+        default_value_t = 5
+    )]
+    pub webhook_retries: u32,
+
+    /// Send this signal (HUP, USR1, USR2, TERM, ...) to the process given by
+    /// --pid or --pid-file. Unix only.
+    #[arg(
+        long,
+        value_name = "SIGNAL",
+        env = "CONFIGMAPWATCH_SIGNAL",
+        requires = "pid_source"
+    )]
+    pub signal: Option<String>,
+
+    /// The process to signal.
+    #[arg(
+        long,
+        value_name = "PID",
+        env = "CONFIGMAPWATCH_PID",
+        requires = "signal"
+    )]
+    pub pid: Option<u32>,
+
+    /// A file holding the process id to signal, read at each change.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "CONFIGMAPWATCH_PID_FILE",
+        requires = "signal"
+    )]
+    pub pid_file: Option<PathBuf>,
+
+    /// Also run the actions for the initial config.
+    #[arg(long, env = "CONFIGMAPWATCH_ON_START")]
+    pub on_start: bool,
+
+    /// On SIGTERM, wait this long for running actions, then exit.
+    #[arg(long, value_name = "DURATION", env = "CONFIGMAPWATCH_SHUTDOWN_TIMEOUT", default_value = "5s",
+          value_parser = parse_interval)]
+    pub shutdown_timeout: Duration,
 }
 
 /// Event line format.
@@ -135,9 +245,10 @@ pub struct PublishArgs {
 }
 
 impl WatchArgs {
-    /// The validated settings the library runs with.
-    pub fn settings(&self) -> Settings {
-        Settings {
+    /// The validated settings the library runs with; an error is a usage
+    /// error.
+    pub fn settings(&self) -> Result<Settings, String> {
+        Ok(Settings {
             watch: WatchOptions {
                 dir: self.dir.clone(),
                 selector: if self.all_keys {
@@ -152,7 +263,50 @@ impl WatchArgs {
                 Output::Text => OutputFormat::Text,
                 Output::Json => OutputFormat::Json,
             },
+            actions: self.actions.actions(&self.dir)?,
+        })
+    }
+}
+
+impl ActionArgs {
+    fn actions(&self, dir: &std::path::Path) -> Result<Actions, String> {
+        let mut list = Vec::new();
+        let exec = match self.exec.is_empty() {
+            true => std::env::var("CONFIGMAPWATCH_EXEC")
+                .map(|s| s.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            false => self.exec.clone(),
+        };
+        if let Some((program, args)) = exec.split_first() {
+            list.push(Action::Exec(Exec {
+                program: program.clone(),
+                args: args.to_vec(),
+            }));
         }
+        let options = WebhookOptions {
+            method: self.webhook_method.to_ascii_uppercase(),
+            headers: self.webhook_header.clone(),
+            timeout: self.webhook_timeout,
+            accept: self.webhook_status_code.clone(),
+            retries: self.webhook_retries,
+        };
+        for url in &self.webhook_url {
+            list.push(Action::Webhook(Webhook::new(url, options.clone())?));
+        }
+        if let Some(signal) = &self.signal {
+            let target = match (&self.pid, &self.pid_file) {
+                (Some(pid), _) => PidSource::Pid(*pid),
+                (None, Some(file)) => PidSource::File(file.clone()),
+                (None, None) => return Err("--signal needs --pid or --pid-file".into()),
+            };
+            list.push(Action::Signal(SignalAction::new(signal, target)?));
+        }
+        Ok(Actions {
+            list,
+            on_start: self.on_start,
+            shutdown_timeout: self.shutdown_timeout,
+            dir: dir.to_owned(),
+        })
     }
 }
 

@@ -24,6 +24,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod actions;
 pub mod app;
 pub mod config;
 pub mod demo;

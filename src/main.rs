@@ -6,7 +6,7 @@ mod cli;
 
 use std::{io, process::ExitCode};
 
-use clap::Parser;
+use clap::{CommandFactory, Parser, error::ErrorKind};
 use configmapwatch::{AtomicWriter, Outcome, app, demo, shutdown_channel};
 
 use cli::{Cli, Command};
@@ -15,6 +15,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = simple_logger::SimpleLogger::new()
         .with_level(cli.log_level)
+        // The HTTP client's own trace logs could show request details; ours
+        // say what matters, redacted.
+        .with_module_level("ureq", cli.log_level.min(log::LevelFilter::Warn))
+        .with_module_level("ureq_proto", cli.log_level.min(log::LevelFilter::Warn))
         .with_utc_timestamps()
         .init()
     {
@@ -48,16 +52,21 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 Outcome::Interrupted { .. } => unreachable!("no hook stops this writer"),
             }
         }
-        None if cli.watch.once => {
-            if !app::once(&cli.watch.settings(), &mut io::stdout()) {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
         None => {
+            let settings = cli
+                .watch
+                .settings()
+                .unwrap_or_else(|e| Cli::command().error(ErrorKind::ValueValidation, e).exit());
+            if cli.watch.once {
+                return Ok(match app::once(&settings, &mut io::stdout()) {
+                    true => ExitCode::SUCCESS,
+                    false => ExitCode::FAILURE,
+                });
+            }
             let (shutdown, listener) = shutdown_channel();
             ctrlc::set_handler(move || shutdown.trigger())
                 .map_err(|e| format!("cannot handle signals: {e}"))?;
-            app::watch(&cli.watch.settings(), &listener, &mut io::stdout());
+            app::watch(&settings, &listener, io::stdout());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -269,5 +269,8 @@ fn a_missing_directory_is_waited_for_not_an_exit() {
     assert!(log.contains("does not exist yet"), "{log}");
     let v1 = vol.publish(&[("config.json", r#"{"late":true}"#)]);
     let e = watch.event();
-    assert_eq!((&e["event"], &e["version"]), (&json!("initial"), &json!(v1)));
+    assert_eq!(
+        (&e["event"], &e["version"]),
+        (&json!("initial"), &json!(v1))
+    );
 }

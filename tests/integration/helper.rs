@@ -231,3 +231,83 @@ unsafe impl GlobalAlloc for CountingAlloc {
 pub fn allocations() -> u64 {
     ALLOCATIONS.with(Cell::get)
 }
+
+/// One request received by [`HookServer`].
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A real HTTP server on 127.0.0.1; `respond(n)` gives the status and the
+/// delay before answering the n-th request (0-based).
+pub struct HookServer {
+    server: std::sync::Arc<tiny_http::Server>,
+    pub port: u16,
+    pub requests: mpsc::Receiver<Received>,
+}
+
+impl HookServer {
+    pub fn start(respond: impl Fn(usize) -> (u16, Duration) + Send + 'static) -> Self {
+        let server = std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let port = server.server_addr().to_ip().unwrap().port();
+        let (tx, requests) = mpsc::channel();
+        let s = server.clone();
+        thread::spawn(move || {
+            let mut n = 0;
+            while let Ok(mut request) = s.recv() {
+                let mut body = String::new();
+                let _ = request.as_reader().read_to_string(&mut body);
+                let received = Received {
+                    method: request.method().to_string(),
+                    url: request.url().to_owned(),
+                    headers: request
+                        .headers()
+                        .iter()
+                        .map(|h| (h.field.to_string(), h.value.to_string()))
+                        .collect(),
+                    body: serde_json::from_str(&body).unwrap_or(Value::Null),
+                };
+                let _ = tx.send(received);
+                let (status, delay) = respond(n);
+                n += 1;
+                // The server's own slowness, being simulated: not a test
+                // waiting for something.
+                thread::sleep(delay);
+                let _ = request.respond(tiny_http::Response::empty(status));
+            }
+        });
+        HookServer {
+            server,
+            port,
+            requests,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn next(&self) -> Received {
+        self.requests
+            .recv_timeout(DEADLINE)
+            .expect("no webhook request within the deadline")
+    }
+}
+
+impl Drop for HookServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}

@@ -3,6 +3,7 @@
 
 mod helper;
 
+mod actions;
 mod cli;
 mod reader;
 mod watcher;

@@ -1,0 +1,315 @@
+//! Acting on a change: run a command, call webhooks, signal a process.
+//!
+//! Actions run on their own thread so polling never waits for them. At most
+//! one round is in flight; changes that arrive meanwhile collapse into one
+//! trailing round for the latest config, so a burst never becomes a storm
+//! and the final state is never lost. Only good configs trigger actions.
+
+mod exec;
+mod signal;
+mod webhook;
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Condvar, Mutex, MutexGuard, mpsc},
+    thread,
+    time::{Duration, Instant, SystemTime},
+};
+
+use serde_json::{Value, json};
+
+pub use exec::Exec;
+pub use signal::{PidSource, SignalAction};
+pub use webhook::{Webhook, WebhookOptions, parse_header, redact_url};
+
+use crate::event::{Event, EventKind, OutputFormat, rfc3339};
+
+/// One action to run on each good change.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Run a command with the config on stdin.
+    Exec(Exec),
+    /// Send the event to a URL.
+    Webhook(Webhook),
+    /// Send a signal to a process (Unix).
+    Signal(SignalAction),
+}
+
+impl Action {
+    fn kind(&self) -> &'static str {
+        match self {
+            Action::Exec(_) => "exec",
+            Action::Webhook(_) => "webhook",
+            Action::Signal(_) => "signal",
+        }
+    }
+
+    /// What the action acts on, safe to print (credentials redacted).
+    pub fn target(&self) -> String {
+        match self {
+            Action::Exec(e) => e.program.clone(),
+            Action::Webhook(w) => w.display_url().to_owned(),
+            Action::Signal(s) => s.describe(),
+        }
+    }
+}
+
+/// The actions and when to run them.
+#[derive(Debug, Clone)]
+pub struct Actions {
+    /// Run in this order, one round per change.
+    pub list: Vec<Action>,
+    /// Also run them for the initial config.
+    pub on_start: bool,
+    /// On shutdown, how long to wait for a running round.
+    pub shutdown_timeout: Duration,
+    /// The volume directory (passed to commands as `CONFIGMAPWATCH_DIR`).
+    pub dir: PathBuf,
+}
+
+impl Actions {
+    /// Whether `event` should run the actions.
+    pub fn triggered_by(&self, event: &Event) -> bool {
+        !self.list.is_empty()
+            && match event.kind {
+                EventKind::Change => true,
+                EventKind::Initial => self.on_start,
+                EventKind::Error => false,
+            }
+    }
+}
+
+/// The result of one action for one version.
+#[derive(Debug, Clone)]
+pub struct ActionReport {
+    /// `exec`, `webhook` or `signal`.
+    pub action: &'static str,
+    /// What it acted on (redacted).
+    pub target: String,
+    /// Whether it succeeded (after retries).
+    pub ok: bool,
+    /// How many attempts were made.
+    pub attempts: u32,
+    /// From the first attempt to the result.
+    pub duration: Duration,
+    /// The version it acted for.
+    pub version: String,
+    /// When it finished.
+    pub finished_at: SystemTime,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl ActionReport {
+    /// The report as the JSON object of `--output json`.
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "event": "action",
+            "action": self.action,
+            "ok": self.ok,
+            "attempts": self.attempts,
+            "duration_ms": (self.duration.as_secs_f64() * 1e6).round() / 1e3,
+            "version": self.version,
+            "target": self.target,
+            "finished_at": rfc3339(self.finished_at),
+        });
+        if let Some(error) = &self.error {
+            v["error"] = json!(error);
+        }
+        v
+    }
+
+    /// The report as one human-readable line.
+    pub fn to_text(&self) -> String {
+        let mut line = format!(
+            "{} action  version={} {} {} attempts={} duration={:.1}ms target={}",
+            rfc3339(self.finished_at),
+            self.version,
+            self.action,
+            if self.ok { "ok" } else { "FAILED" },
+            self.attempts,
+            self.duration.as_secs_f64() * 1e3,
+            self.target
+        );
+        if let Some(error) = &self.error {
+            line.push_str(&format!(" error={error:?}"));
+        }
+        line
+    }
+
+    /// Renders in `format`.
+    pub fn render(&self, format: OutputFormat) -> String {
+        match format {
+            OutputFormat::Text => self.to_text(),
+            OutputFormat::Json => self.to_json().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pending: Option<Event>,
+    closing: bool,
+}
+
+/// What the worker and the watcher share.
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    /// The running command's process id, to stop it if shutdown times out.
+    child: Mutex<Option<u32>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What an action can ask of the runner while it works.
+pub(crate) struct Round<'a> {
+    shared: &'a Shared,
+    dir: &'a std::path::Path,
+}
+
+impl Round<'_> {
+    /// True once a newer config is waiting or shutdown began: retrying for
+    /// this one is pointless.
+    pub(crate) fn superseded(&self) -> bool {
+        let s = self.shared.lock();
+        s.pending.is_some() || s.closing
+    }
+
+    /// Waits `d` unless superseded first; false if superseded.
+    pub(crate) fn pause(&self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        let mut s = self.shared.lock();
+        loop {
+            if s.pending.is_some() || s.closing {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            s = self
+                .shared
+                .wake
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Runs rounds of actions on a worker thread.
+#[derive(Debug)]
+pub struct ActionRunner {
+    shared: Arc<Shared>,
+    done: mpsc::Receiver<()>,
+}
+
+impl ActionRunner {
+    /// Starts the worker; `report` receives each action's result.
+    pub fn start(actions: Actions, mut report: impl FnMut(ActionReport) + Send + 'static) -> Self {
+        let shared = Arc::new(Shared::default());
+        let (done_tx, done) = mpsc::channel();
+        let worker = shared.clone();
+        thread::spawn(move || {
+            let _done = done_tx; // dropped when the worker ends, however it ends
+            while let Some(event) = next_round(&worker) {
+                let round = Round {
+                    shared: &worker,
+                    dir: &actions.dir,
+                };
+                for action in &actions.list {
+                    report(run_action(action, &event, &round));
+                }
+            }
+        });
+        ActionRunner { shared, done }
+    }
+
+    /// Queues a round for `event`, replacing any round not yet started.
+    pub fn submit(&self, event: Event) {
+        let mut s = self.shared.lock();
+        if let Some(old) = s.pending.replace(event) {
+            log::debug!("actions for {} superseded before they started", old.version);
+        }
+        self.shared.wake.notify_all();
+    }
+
+    /// Stops: drops rounds not started, waits up to `timeout` for a running
+    /// one, then stops its command. True if it finished in time.
+    pub fn shutdown(self, timeout: Duration) -> bool {
+        {
+            let mut s = self.shared.lock();
+            s.closing = true;
+            s.pending = None;
+            self.shared.wake.notify_all();
+        }
+        match self.done.recv_timeout(timeout) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let child = *self.shared.child.lock().unwrap_or_else(|e| e.into_inner());
+                log::warn!(
+                    "an action was still running after {}; exiting without it",
+                    humantime::format_duration(timeout)
+                );
+                if let Some(pid) = child {
+                    exec::stop(pid);
+                }
+                false
+            }
+            _ => true,
+        }
+    }
+}
+
+fn next_round(shared: &Shared) -> Option<Event> {
+    let mut s = shared.lock();
+    loop {
+        if s.closing {
+            return None;
+        }
+        if let Some(event) = s.pending.take() {
+            return Some(event);
+        }
+        s = shared.wake.wait(s).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+fn run_action(action: &Action, event: &Event, round: &Round<'_>) -> ActionReport {
+    let started = Instant::now();
+    let (attempts, result) = match action {
+        Action::Exec(exec) => (1, exec.run(event, round.dir, &round.shared.child)),
+        Action::Webhook(hook) => hook.run(event, round),
+        Action::Signal(signal) => (1, signal.send()),
+    };
+    let report = ActionReport {
+        action: action.kind(),
+        target: action.target(),
+        ok: result.is_ok(),
+        attempts,
+        duration: started.elapsed(),
+        version: event.version.clone(),
+        finished_at: SystemTime::now(),
+        error: result.err(),
+    };
+    match &report.error {
+        None => log::info!(
+            "{} {}: ok for {} after {} attempt(s)",
+            report.action,
+            report.target,
+            report.version,
+            attempts
+        ),
+        Some(e) => log::warn!(
+            "{} {}: FAILED for {}: {e}",
+            report.action,
+            report.target,
+            report.version
+        ),
+    }
+    report
+}

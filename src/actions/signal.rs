@@ -1,0 +1,114 @@
+//! `--signal`: send a signal to a process given by `--pid` or `--pid-file`
+//! (read on every change, so a restarted process is found). Unix only.
+
+use std::path::PathBuf;
+
+/// Where the process id comes from.
+#[derive(Debug, Clone)]
+pub enum PidSource {
+    /// A fixed process id.
+    Pid(u32),
+    /// A file holding the process id, read at each signal.
+    File(PathBuf),
+}
+
+/// A signal to send on each change.
+#[derive(Debug, Clone)]
+pub struct SignalAction {
+    name: String,
+    #[cfg(unix)]
+    signal: rustix::process::Signal,
+    target: PidSource,
+}
+
+#[cfg(unix)]
+const SIGNALS: &[(&str, rustix::process::Signal)] = {
+    use rustix::process::Signal;
+    &[
+        ("HUP", Signal::HUP),
+        ("INT", Signal::INT),
+        ("QUIT", Signal::QUIT),
+        ("USR1", Signal::USR1),
+        ("USR2", Signal::USR2),
+        ("TERM", Signal::TERM),
+        ("WINCH", Signal::WINCH),
+        ("ALRM", Signal::ALARM),
+        ("CONT", Signal::CONT),
+        ("KILL", Signal::KILL),
+    ]
+};
+
+impl SignalAction {
+    /// A signal by name (`HUP`, `SIGUSR1`, ...) for `target`.
+    #[cfg(unix)]
+    pub fn new(name: &str, target: PidSource) -> Result<Self, String> {
+        let upper = name.to_ascii_uppercase();
+        let short = upper.strip_prefix("SIG").unwrap_or(&upper);
+        let (name, signal) = SIGNALS.iter().find(|(n, _)| *n == short).ok_or_else(|| {
+            let names: Vec<_> = SIGNALS.iter().map(|(n, _)| *n).collect();
+            format!(
+                "unknown signal {name:?}; expected one of {}",
+                names.join(", ")
+            )
+        })?;
+        Ok(SignalAction {
+            name: format!("SIG{name}"),
+            signal: *signal,
+            target,
+        })
+    }
+
+    /// Signals do not exist on Windows.
+    #[cfg(not(unix))]
+    pub fn new(name: &str, target: PidSource) -> Result<Self, String> {
+        let _ = (name, target);
+        Err("--signal is not supported on Windows; use --exec or --webhook-url instead".into())
+    }
+
+    /// `SIGHUP to pid 42` or `SIGHUP to the pid in /run/app.pid`.
+    pub fn describe(&self) -> String {
+        match &self.target {
+            PidSource::Pid(pid) => format!("{} to pid {pid}", self.name),
+            PidSource::File(path) => format!("{} to the pid in {}", self.name, path.display()),
+        }
+    }
+
+    fn pid(&self) -> Result<u32, String> {
+        match &self.target {
+            PidSource::Pid(pid) => Ok(*pid),
+            PidSource::File(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                text.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|pid| *pid > 0)
+                    .ok_or_else(|| {
+                        format!(
+                            "{} does not hold a process id: {:?}",
+                            path.display(),
+                            text.trim()
+                        )
+                    })
+            }
+        }
+    }
+
+    pub(crate) fn send(&self) -> Result<(), String> {
+        let pid = self.pid()?;
+        #[cfg(unix)]
+        {
+            let target = i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+                .ok_or_else(|| format!("invalid process id {pid}"))?;
+            rustix::process::kill_process(target, self.signal)
+                .map_err(|e| format!("cannot send {} to pid {pid}: {e}", self.name))
+        }
+        #[cfg(not(unix))]
+        Err(format!(
+            "cannot send {} to pid {pid}: not supported",
+            self.name
+        ))
+    }
+}

@@ -1,0 +1,308 @@
+//! `--webhook-url`: send the event as JSON to a URL, retrying with capped
+//! exponential backoff and jitter. Credentials (URL userinfo, query string,
+//! header values) never reach logs, events or error messages: URLs are shown
+//! redacted, and every message is built from the error's kind and then
+//! scrubbed of each secret as a second line of defence.
+
+use std::time::Duration;
+
+use crate::{actions::Round, event::Event};
+
+/// First retry delay; doubled each attempt up to [`BACKOFF_CAP`].
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
+
+/// How webhooks are called.
+#[derive(Debug, Clone)]
+pub struct WebhookOptions {
+    /// HTTP method, e.g. `POST`.
+    pub method: String,
+    /// Extra headers, as (name, value).
+    pub headers: Vec<(String, String)>,
+    /// Per attempt, from connect to the end of the response.
+    pub timeout: Duration,
+    /// Accepted status codes; empty means any 2xx.
+    pub accept: Vec<u16>,
+    /// Retries after a failed attempt.
+    pub retries: u32,
+}
+
+impl Default for WebhookOptions {
+    fn default() -> Self {
+        WebhookOptions {
+            method: "POST".into(),
+            headers: Vec::new(),
+            timeout: Duration::from_secs(5),
+            accept: Vec::new(),
+            retries: 5,
+        }
+    }
+}
+
+/// One webhook target.
+#[derive(Clone)]
+pub struct Webhook {
+    url: String,
+    display: String,
+    options: WebhookOptions,
+    secrets: Vec<String>,
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the raw URL or header values.
+        f.debug_struct("Webhook")
+            .field("url", &self.display)
+            .field("method", &self.options.method)
+            .field(
+                "headers",
+                &self
+                    .options
+                    .headers
+                    .iter()
+                    .map(|(n, _)| n)
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Webhook {
+    /// A webhook for `url`; checks the URL, method and headers now so that
+    /// mistakes are startup errors, not failed reloads later.
+    pub fn new(url: &str, options: WebhookOptions) -> Result<Self, String> {
+        let display = redact_url(url);
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| match url.starts_with("https://") {
+                true => format!("{display}: https is not supported by this build (plain HTTP only; for TLS use --exec with curl)"),
+                false => format!("{display}: not an http:// URL"),
+            })?;
+        if rest.split(['/', '?', '#']).next().is_none_or(str::is_empty) {
+            return Err(format!("{display}: no host"));
+        }
+        ureq::http::Method::from_bytes(options.method.as_bytes())
+            .map_err(|_| format!("invalid HTTP method {:?}", options.method))?;
+        for (name, value) in &options.headers {
+            ureq::http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("invalid header name {name:?}"))?;
+            ureq::http::HeaderValue::from_str(value)
+                .map_err(|_| format!("header {name}: invalid value"))?;
+        }
+        let mut secrets: Vec<String> = options.headers.iter().map(|(_, v)| v.clone()).collect();
+        if let Some((userinfo, _)) = authority(rest).split_once('@') {
+            secrets.push(userinfo.to_owned());
+            secrets.extend(userinfo.split(':').map(str::to_owned));
+        }
+        if let Some((_, query)) = rest.split_once('?') {
+            secrets.push(query.split('#').next().unwrap_or(query).to_owned());
+        }
+        secrets.retain(|s| !s.is_empty());
+        // Longest first, so a secret is never half-replaced by a shorter one
+        // it contains.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(options.timeout))
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .user_agent(concat!("configmapwatch/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Ok(Webhook {
+            url: url.to_owned(),
+            display,
+            options,
+            secrets,
+            agent,
+        })
+    }
+
+    /// The URL with credentials replaced by `***`.
+    pub fn display_url(&self) -> &str {
+        &self.display
+    }
+
+    /// Attempts until accepted, out of retries, or superseded by a newer
+    /// config. Returns the number of attempts and the result.
+    pub(crate) fn run(&self, event: &Event, round: &Round<'_>) -> (u32, Result<(), String>) {
+        let body = event.to_json().to_string();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let error = match self.attempt(&body) {
+                Ok(()) => return (attempts, Ok(())),
+                Err(e) => self.scrub(e),
+            };
+            if attempts > self.options.retries {
+                return (
+                    attempts,
+                    Err(format!("{error} (gave up after {attempts} attempts)")),
+                );
+            }
+            let delay = backoff(attempts);
+            log::info!(
+                "webhook {}: attempt {attempts} failed: {error}; retrying in {}",
+                self.display,
+                humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+            );
+            if round.superseded() || !round.pause(delay) {
+                return (
+                    attempts,
+                    Err(format!(
+                        "{error} (not retried: a newer config or shutdown superseded it)"
+                    )),
+                );
+            }
+        }
+    }
+
+    fn attempt(&self, body: &str) -> Result<(), String> {
+        let mut request = ureq::http::Request::builder()
+            .method(self.options.method.as_str())
+            .uri(&self.url)
+            .header("content-type", "application/json");
+        for (name, value) in &self.options.headers {
+            request = request.header(name, value);
+        }
+        let request = request
+            .body(body.to_owned())
+            .map_err(|_| "invalid request".to_owned())?;
+        let response = self.agent.run(request).map_err(describe)?;
+        let status = response.status().as_u16();
+        let accepted = if self.options.accept.is_empty() {
+            (200..300).contains(&status)
+        } else {
+            self.options.accept.contains(&status)
+        };
+        if accepted {
+            Ok(())
+        } else {
+            Err(format!("status {status} not accepted"))
+        }
+    }
+
+    fn scrub(&self, mut message: String) -> String {
+        for secret in &self.secrets {
+            message = message.replace(secret.as_str(), "***");
+        }
+        message
+    }
+}
+
+/// A message for an error that does not repeat the request's URL.
+fn describe(e: ureq::Error) -> String {
+    match e {
+        ureq::Error::Io(io) => format!("connection failed: {io}"),
+        ureq::Error::Timeout(t) => format!("timed out ({t})"),
+        ureq::Error::HostNotFound => "host not found".into(),
+        ureq::Error::ConnectionFailed => "connection failed".into(),
+        ureq::Error::BadUri(_) => "invalid URL".into(),
+        other => other.to_string(),
+    }
+}
+
+/// `base * 2^(attempt-1)`, capped, with jitter: uniform in [d/2, d].
+fn backoff(attempt: u32) -> Duration {
+    let d = BACKOFF_BASE
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(BACKOFF_CAP);
+    d / 2 + d.mul_f64(fastrand::f64() / 2.0)
+}
+
+fn authority(rest: &str) -> &str {
+    rest.split(['/', '?', '#']).next().unwrap_or("")
+}
+
+/// The URL with any userinfo and query string replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (auth, path) = rest.split_at(host_end);
+    let host = match auth.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => auth.to_owned(),
+    };
+    let path = match path.split_once('?') {
+        Some((p, _)) => format!("{p}?***"),
+        None => path.to_owned(),
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{host}{path}"),
+        None => format!("{host}{path}"),
+    }
+}
+
+/// Parses `Name: value`.
+pub fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| "expected 'Name: value'".to_owned())?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("expected 'Name: value'".into());
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("http://u:p@h:1/x?token=t#f"),
+            "http://***@h:1/x?***"
+        );
+        assert_eq!(redact_url("http://h/-/reload"), "http://h/-/reload");
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        for attempt in 1..40 {
+            let full = BACKOFF_BASE
+                .saturating_mul(1 << (attempt - 1).min(16))
+                .min(BACKOFF_CAP);
+            let d = backoff(attempt);
+            assert!(d >= full / 2 && d <= full, "{attempt}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn bad_urls_methods_and_headers_fail_early() {
+        let o = WebhookOptions::default;
+        assert!(Webhook::new("ftp://h/", o()).is_err());
+        assert!(
+            Webhook::new("https://h/", o())
+                .unwrap_err()
+                .contains("https")
+        );
+        assert!(Webhook::new("http:///x", o()).is_err());
+        let bad_method = WebhookOptions {
+            method: "BAD METHOD".into(),
+            ..o()
+        };
+        assert!(Webhook::new("http://h/", bad_method).is_err());
+        assert!(parse_header("NoColon").is_err());
+        assert_eq!(parse_header("A: b: c"), Ok(("A".into(), "b: c".into())));
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_from_messages() {
+        let options = WebhookOptions {
+            headers: vec![("Authorization".into(), "Bearer s3cret".into())],
+            ..WebhookOptions::default()
+        };
+        let hook = Webhook::new("http://user:pa55@h/x?k=v", options).unwrap();
+        let msg = hook.scrub("Bearer s3cret user:pa55 k=v pa55".into());
+        assert!(
+            !msg.contains("s3cret") && !msg.contains("pa55") && !msg.contains("k=v"),
+            "{msg}"
+        );
+        assert!(!format!("{hook:?}").contains("pa55"));
+    }
+}

@@ -1,0 +1,377 @@
+//! Actions with the real binary: a real HTTP server on 127.0.0.1, real
+//! child processes, a real signal.
+
+use std::{fs, process::Command, time::Duration};
+
+use serde_json::{Value, json};
+
+use crate::helper::{DEADLINE, HookServer, Running, Vol, bin, wait_until};
+
+/// A watcher on `vol` with JSON output, polling every 10 ms, plus `extra`,
+/// once it has reported the current version as its initial config.
+fn watch(vol: &Vol, extra: &[&str]) -> Running {
+    let mut cmd = bin();
+    cmd.args(["-o", "json", "-i", "10ms", "-d"])
+        .arg(vol.path())
+        .args(extra);
+    let run = Running::spawn(cmd);
+    run.event_for("initial", &vol.target());
+    run
+}
+
+/// The next action event (skipping watcher events).
+fn action(run: &Running) -> Value {
+    loop {
+        let e = run.event();
+        if e["event"] == "action" {
+            return e;
+        }
+    }
+}
+
+fn ok(status: u16) -> impl Fn(usize) -> (u16, Duration) {
+    move |_| (status, Duration::ZERO)
+}
+
+#[test]
+fn webhook_gets_the_event_and_retries_until_accepted() {
+    let server = HookServer::start(|n| (if n < 2 { 500 } else { 200 }, Duration::ZERO));
+    let vol = Vol::new();
+    vol.publish(&[("config.json", r#"{"v":1}"#)]);
+    let run = watch(&vol, &["--webhook-url", &server.url("/-/reload")]);
+    let v2 = vol.publish(&[("config.json", r#"{"v":2}"#)]);
+    let a = action(&run);
+    assert_eq!(
+        (&a["action"], &a["ok"], &a["attempts"], &a["version"]),
+        (&json!("webhook"), &json!(true), &json!(3), &json!(v2))
+    );
+    for _ in 0..3 {
+        let r = server.next();
+        assert_eq!((r.method.as_str(), r.url.as_str()), ("POST", "/-/reload"));
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(
+            (&r.body["event"], &r.body["version"]),
+            (&json!("change"), &json!(v2))
+        );
+        assert_eq!(r.body["config"], json!({"v": 2}));
+    }
+}
+
+#[test]
+fn exhausted_retries_fail_and_the_next_change_runs_again() {
+    let server = HookServer::start(|n| (if n < 3 { 503 } else { 200 }, Duration::ZERO));
+    let vol = Vol::new();
+    vol.publish(&[("config.json", "1")]);
+    let run = watch(
+        &vol,
+        &["--webhook-url", &server.url("/"), "--webhook-retries", "2"],
+    );
+    let v2 = vol.publish(&[("config.json", "2")]);
+    let a = action(&run);
+    assert_eq!(
+        (&a["ok"], &a["attempts"], &a["version"]),
+        (&json!(false), &json!(3), &json!(v2))
+    );
+    assert!(
+        a["error"]
+            .as_str()
+            .unwrap()
+            .contains("status 503 not accepted"),
+        "{a}"
+    );
+    let v3 = vol.publish(&[("config.json", "3")]);
+    let a = action(&run);
+    assert_eq!(
+        (&a["ok"], &a["attempts"], &a["version"]),
+        (&json!(true), &json!(1), &json!(v3))
+    );
+}
+
+#[test]
+fn a_slow_webhook_times_out() {
+    let server = HookServer::start(|_| (200, Duration::from_secs(3)));
+    let vol = Vol::new();
+    vol.publish(&[("config.json", "1")]);
+    let run = watch(
+        &vol,
+        &[
+            "--webhook-url",
+            &server.url("/"),
+            "--webhook-timeout",
+            "200ms",
+            "--webhook-retries",
+            "0",
+        ],
+    );
+    vol.publish(&[("config.json", "2")]);
+    let a = action(&run);
+    assert_eq!((&a["ok"], &a["attempts"]), (&json!(false), &json!(1)));
+    assert!(a["error"].as_str().unwrap().contains("timed out"), "{a}");
+    assert!(a["duration_ms"].as_f64().unwrap() < 2000.0, "{a}");
+}
+
+#[test]
+fn accepted_status_codes() {
+    for (status, accept, expect_ok) in [
+        (202, None, true),
+        (202, Some("200"), false),
+        (204, Some("200,204"), true),
+        (301, None, false),
+    ] {
+        let server = HookServer::start(ok(status));
+        let vol = Vol::new();
+        vol.publish(&[("config.json", "1")]);
+        let mut args = vec![
+            "--webhook-url".to_owned(),
+            server.url("/"),
+            "--webhook-retries".into(),
+            "0".into(),
+        ];
+        if let Some(accept) = accept {
+            args.extend(["--webhook-status-code".to_owned(), accept.to_owned()]);
+        }
+        let run = watch(&vol, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        vol.publish(&[("config.json", "2")]);
+        assert_eq!(action(&run)["ok"], json!(expect_ok), "{status} {accept:?}");
+    }
+}
+
+#[test]
+fn credentials_never_reach_logs_or_events_even_at_trace() {
+    let server = HookServer::start(|n| (if n == 0 { 500 } else { 200 }, Duration::ZERO));
+    let vol = Vol::new();
+    vol.publish(&[("config.json", "1")]);
+    let url = format!(
+        "http://alice:pw-s3cret@127.0.0.1:{}/hook?token=qtok3n",
+        server.port
+    );
+    let mut run = watch(
+        &vol,
+        &[
+            "--log-level",
+            "trace",
+            "--webhook-url",
+            &url,
+            "--webhook-header",
+            "Authorization: Bearer hdr-s3cret",
+        ],
+    );
+    vol.publish(&[("config.json", "2")]);
+    let a = action(&run);
+    assert_eq!((&a["ok"], &a["attempts"]), (&json!(true), &json!(2)));
+    let r = server.next();
+    assert_eq!(
+        r.header("authorization"),
+        Some("Bearer hdr-s3cret"),
+        "the header is sent"
+    );
+    assert!(r.url.contains("token=qtok3n"));
+    // Stop the process so that everything it wrote can be read.
+    let _ = run.child.kill();
+    let _ = run.child.wait();
+    let stderr = run.stderr_so_far();
+    let text = format!("{a}\n{stderr}");
+    assert!(stderr.contains("TRACE") || stderr.contains("DEBUG") || stderr.contains("INFO"));
+    for secret in ["pw-s3cret", "qtok3n", "hdr-s3cret", "YWxpY2U6cHctczNjcmV0"] {
+        assert!(!text.contains(secret), "{secret} leaked:\n{text}");
+    }
+    assert!(
+        a["target"].as_str().unwrap().contains("***@127.0.0.1"),
+        "{a}"
+    );
+}
+
+#[test]
+fn a_burst_collapses_into_few_rounds_ending_on_the_latest() {
+    let server = HookServer::start(|_| (200, Duration::from_millis(300)));
+    let vol = Vol::new();
+    vol.publish(&[("config.json", "0")]);
+    let run = watch(&vol, &["--webhook-url", &server.url("/")]);
+    let mut last = String::new();
+    for i in 1..=20 {
+        last = vol.publish(&[("config.json", &i.to_string())]);
+        run.event_for("change", &last); // detected: a real change each time
+    }
+    let mut rounds = Vec::new();
+    loop {
+        let a = action(&run);
+        assert_eq!(a["ok"], json!(true), "{a}");
+        rounds.push(a["version"].as_str().unwrap().to_owned());
+        if a["version"] == last.as_str() {
+            break;
+        }
+    }
+    println!("{} rounds for 20 changes", rounds.len());
+    assert!(
+        rounds.len() <= 5,
+        "{} rounds for 20 changes: {rounds:?}",
+        rounds.len()
+    );
+    let bodies: Vec<Value> = (0..rounds.len())
+        .map(|_| server.next().body["config"].clone())
+        .collect();
+    assert_eq!(bodies.last(), Some(&json!(20)));
+    assert!(
+        bodies.windows(2).all(|w| w[0].as_i64() < w[1].as_i64()),
+        "{bodies:?}"
+    );
+}
+
+#[test]
+fn an_invalid_config_triggers_nothing_and_on_start_runs_the_initial() {
+    let server = HookServer::start(ok(200));
+    let vol = Vol::new();
+    let v1 = vol.publish(&[("config.json", "1")]);
+    let run = watch(&vol, &["--webhook-url", &server.url("/"), "--on-start"]);
+    assert_eq!(action(&run)["version"], json!(v1));
+    assert_eq!(server.next().body["event"], "initial");
+    let bad = vol.publish(&[("config.json", "{")]);
+    run.event_for("error", &bad);
+    let good = vol.publish(&[("config.json", "3")]);
+    assert_eq!(action(&run)["version"], json!(good));
+    let r = server.next();
+    assert_eq!(
+        (&r.body["version"], &r.body["event"]),
+        (&json!(good), &json!("change"))
+    );
+
+    // Without --on-start the initial config triggers nothing.
+    let vol = Vol::new();
+    vol.publish(&[("config.json", "1")]);
+    let run = watch(&vol, &["--webhook-url", &server.url("/")]);
+    let v2 = vol.publish(&[("config.json", "2")]);
+    assert_eq!(action(&run)["version"], json!(v2));
+    assert_eq!(server.next().body["version"], json!(v2));
+}
+
+#[cfg(unix)]
+#[test]
+fn exec_gets_the_config_on_stdin_and_the_version_in_its_environment() {
+    let vol = Vol::new();
+    let v1 = vol.publish(&[("config.json", r#"{"v":1}"#)]);
+    let out = vol.tmp.path().join("exec.out");
+    let script = r#"cat > "$OUT"; printf '\n%s|%s|%s|%s\n' "$CONFIGMAPWATCH_EVENT" "$CONFIGMAPWATCH_VERSION" "$CONFIGMAPWATCH_PREVIOUS_VERSION" "$CONFIGMAPWATCH_DIR" >> "$OUT""#;
+    let mut cmd = bin();
+    cmd.env("OUT", &out)
+        .args(["-o", "json", "-i", "10ms", "-d"])
+        .arg(vol.path())
+        .args(["--exec", "sh", "-c", script]);
+    let run = Running::spawn(cmd);
+    run.event_for("initial", &v1);
+    let v2 = vol.publish(&[("config.json", r#"{"v": 2}"#)]);
+    let a = action(&run);
+    assert_eq!(
+        (&a["action"], &a["ok"], &a["version"]),
+        (&json!("exec"), &json!(true), &json!(v2))
+    );
+    let written = fs::read_to_string(&out).unwrap();
+    let expected = format!("{{\"v\":2}}\nchange|{v2}|{v1}|{}\n", vol.path().display());
+    assert_eq!(written, expected);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_failing_command_is_reported_with_its_status_and_stderr() {
+    let vol = Vol::new();
+    vol.publish(&[("config.json", "1")]);
+    let run = watch(
+        &vol,
+        &["--exec", "sh", "-c", "echo boom-from-child >&2; exit 3"],
+    );
+    vol.publish(&[("config.json", "2")]);
+    let a = action(&run);
+    assert_eq!(a["ok"], json!(false));
+    let error = a["error"].as_str().unwrap();
+    assert!(
+        error.contains("exit status: 3") && error.contains("boom-from-child"),
+        "{error}"
+    );
+    wait_until("the stderr tail in the log", || {
+        run.stderr.try_iter().any(|l| l.contains("boom-from-child"))
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn signal_reaches_the_process_in_the_pid_file() {
+    use std::os::unix::process::ExitStatusExt;
+    let vol = Vol::new();
+    vol.publish(&[("config.json", "1")]);
+    let mut target = Command::new("sleep").arg("60").spawn().unwrap();
+    let pid_file = vol.tmp.path().join("app.pid");
+    fs::write(&pid_file, format!("{}\n", target.id())).unwrap();
+    let run = watch(
+        &vol,
+        &[
+            "--signal",
+            "SIGUSR1",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        target.try_wait().unwrap().is_none(),
+        "no signal for the initial config"
+    );
+    let v2 = vol.publish(&[("config.json", "2")]);
+    let a = action(&run);
+    assert_eq!(
+        (&a["action"], &a["ok"], &a["version"]),
+        (&json!("signal"), &json!(true), &json!(v2))
+    );
+    let mut status = None;
+    wait_until("the target to die of SIGUSR1", || {
+        status = target.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(
+        status.unwrap().signal(),
+        Some(rustix::process::Signal::USR1.as_raw())
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_waits_for_a_running_action_at_most_the_shutdown_timeout() {
+    use rustix::process::Signal;
+    // A round that outlives the timeout: exit after the timeout, status 0.
+    let server = HookServer::start(|_| (200, Duration::from_secs(5)));
+    let vol = Vol::new();
+    vol.publish(&[("config.json", "1")]);
+    let mut run = watch(
+        &vol,
+        &[
+            "--webhook-url",
+            &server.url("/"),
+            "--shutdown-timeout",
+            "300ms",
+        ],
+    );
+    vol.publish(&[("config.json", "2")]);
+    server.next(); // the round is in flight
+    let (took, status) = run.signal_and_time_exit(Signal::TERM);
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+
+    // A round that finishes within the timeout: waited for, then exit.
+    let server = HookServer::start(|_| (200, Duration::from_millis(400)));
+    let mut run = watch(
+        &vol,
+        &[
+            "--webhook-url",
+            &server.url("/"),
+            "--shutdown-timeout",
+            "5s",
+        ],
+    );
+    let v3 = vol.publish(&[("config.json", "3")]);
+    server.next();
+    let (took, status) = run.signal_and_time_exit(Signal::TERM);
+    assert_eq!(status.code(), Some(0));
+    assert!(took < DEADLINE);
+    let a = action(&run);
+    assert_eq!((&a["ok"], &a["version"]), (&json!(true), &json!(v3)));
+}
