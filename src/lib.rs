@@ -37,7 +37,7 @@ pub mod writer;
 pub use config::Selector;
 pub use error::{Error, Result};
 pub use event::{Event, EventKind, OutputFormat};
-pub use volume::{Layout, Snapshot, Volume};
+pub use volume::{Layout, ReadStep, Snapshot, Volume};
 pub use watcher::{
     EventHandler, Shutdown, ShutdownListener, WatchOptions, Watcher, shutdown_channel,
 };

@@ -389,7 +389,7 @@ impl AtomicWriter {
 
     /// Step 2's byte-for-byte comparison with the current data directory.
     fn same_content(&self, old: &str, payload: &Payload) -> bool {
-        let Ok(existing) = read_tree(&self.dir.join(old), u64::MAX) else {
+        let Ok(existing) = read_tree(&self.dir.join(old), u64::MAX, &mut || {}) else {
             return false;
         };
         existing.len() == payload.files.len()

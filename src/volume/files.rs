@@ -125,8 +125,13 @@ fn describe_non_file(t: &fs::FileType) -> &'static str {
     "is not a regular file"
 }
 
-/// Reads every key under `root`. `Err(Vanished)` means start over.
-pub(crate) fn read_tree(root: &Path, max_file_size: u64) -> Result<Entries, WalkError> {
+/// Reads every key under `root`, calling `after_key` after each one.
+/// `Err(Vanished)` means start over.
+pub(crate) fn read_tree(
+    root: &Path,
+    max_file_size: u64,
+    after_key: &mut dyn FnMut(),
+) -> Result<Entries, WalkError> {
     let mut out = Entries::new();
     walk(root, &mut |key, found| {
         let content = match found {
@@ -137,6 +142,7 @@ pub(crate) fn read_tree(root: &Path, max_file_size: u64) -> Result<Entries, Walk
             }),
         };
         out.insert(key, content);
+        after_key();
         Ok(())
     })?;
     Ok(out)

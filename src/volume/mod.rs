@@ -42,6 +42,19 @@ pub enum Layout {
     Missing,
 }
 
+/// The points inside a consistent read at which
+/// [`Volume::read_configmap_with_hook`] calls its hook: where a writer
+/// running at the same moment could interleave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStep {
+    /// `..data` has been read and validated; nothing else yet.
+    TargetRead,
+    /// One key has been read (or refused).
+    KeyRead,
+    /// Every key has been read; `..data` is about to be read again.
+    Verifying,
+}
+
 /// One consistent version of a volume.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -118,6 +131,13 @@ impl Volume {
 
     /// Reads a consistent ConfigMap snapshot through `..data`.
     pub fn read_configmap(&mut self) -> Result<Snapshot> {
+        self.read_configmap_with_hook(&mut |_| {})
+    }
+
+    /// [`read_configmap`](Self::read_configmap), calling `hook` at each
+    /// [`ReadStep`]: tests use it to run a writer's steps in between and
+    /// check every interleaving.
+    pub fn read_configmap_with_hook(&mut self, hook: &mut dyn FnMut(ReadStep)) -> Result<Snapshot> {
         let link_path = self.dir.join("..data");
         for _ in 0..READ_ATTEMPTS {
             let target = match self.read_target(&link_path)? {
@@ -134,6 +154,7 @@ impl Volume {
             let swapped_at = fs::symlink_metadata(&link_path)
                 .and_then(|m| m.modified())
                 .ok();
+            hook(ReadStep::TargetRead);
             let data_dir = self.dir.join(&target);
             match fs::symlink_metadata(&data_dir) {
                 Ok(m) if m.file_type().is_symlink() => {
@@ -158,11 +179,14 @@ impl Volume {
                     continue;
                 }
             }
-            let entries = match read_tree(&data_dir, self.max_file_size) {
+            let entries = match read_tree(&data_dir, self.max_file_size, &mut || {
+                hook(ReadStep::KeyRead)
+            }) {
                 Ok(entries) => entries,
                 Err(WalkError::Vanished) => continue,
                 Err(WalkError::Fatal(e)) => return Err(e),
             };
+            hook(ReadStep::Verifying);
             if self.read_target(&link_path)?.as_deref() != Some(target.as_str()) {
                 continue;
             }
@@ -210,7 +234,7 @@ impl Volume {
     /// hash as the version.
     pub fn read_plain(&mut self) -> Result<Snapshot> {
         for _ in 0..READ_ATTEMPTS {
-            match read_tree(&self.dir, self.max_file_size) {
+            match read_tree(&self.dir, self.max_file_size, &mut || {}) {
                 Ok(entries) => {
                     return Ok(Snapshot {
                         version: plain_version(&entries),

@@ -6,6 +6,7 @@ mod helper;
 mod actions;
 mod cli;
 mod reader;
+mod torture;
 mod watcher;
 
 #[global_allocator]
