@@ -30,10 +30,10 @@ pub fn keys_for(n: u64) -> BTreeSet<String> {
         return keys; // an empty ConfigMap
     }
     keys.insert("a".to_owned());
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         keys.insert("b.json".to_owned());
     }
-    if n % 3 == 0 {
+    if n.is_multiple_of(3) {
         keys.insert("nested/c/d".to_owned());
     }
     keys.insert(format!("k{}", n % 5));
