@@ -389,7 +389,15 @@ impl AtomicWriter {
 
     /// Step 2's byte-for-byte comparison with the current data directory.
     fn same_content(&self, old: &str, payload: &Payload) -> bool {
-        let Ok(existing) = read_tree(&self.dir.join(old), u64::MAX, &mut || {}) else {
+        // An old file larger than every new one cannot be equal: cap the read
+        // there, so a huge file left in a volume is never loaded.
+        let largest = payload
+            .files
+            .values()
+            .map(|p| p.data.len() as u64)
+            .max()
+            .unwrap_or(0);
+        let Ok(existing) = read_tree(&self.dir.join(old), largest, &mut || {}) else {
             return false;
         };
         existing.len() == payload.files.len()

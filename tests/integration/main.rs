@@ -3,8 +3,11 @@
 
 mod helper;
 
+mod hostile;
+
 mod actions;
 mod cli;
+mod interleave;
 mod reader;
 mod torture;
 mod watcher;
