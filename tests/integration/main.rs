@@ -7,6 +7,7 @@ mod hostile;
 
 mod actions;
 mod cli;
+mod fuzz_replay;
 mod interleave;
 mod reader;
 mod torture;

@@ -1,0 +1,75 @@
+//! The inotify contenders, here only to be measured against (the product
+//! has no inotify in it):
+//! - `configmap-reload`: watches the directory and reacts when `..data` is
+//!   created or moved in, as configmap-reload does;
+//! - `naive file watch`: watches `config.json` itself, as viper/fsnotify
+//!   users often do; the watch dies with the first swap.
+
+use std::{path::Path, thread, time::SystemTime};
+
+use inotify::{Inotify, WatchMask};
+
+use crate::Detections;
+
+/// configmap-reload's strategy.
+pub fn directory_watch(dir: &Path, detections: Detections) {
+    let mut inotify = Inotify::init().expect("inotify");
+    inotify
+        .watches()
+        .add(dir, WatchMask::CREATE | WatchMask::MOVED_TO)
+        .expect("watch dir");
+    let dir = dir.to_owned();
+    thread::spawn(move || {
+        let mut buffer = [0; 4096];
+        loop {
+            let Ok(events) = inotify.read_events_blocking(&mut buffer) else {
+                return;
+            };
+            let data = events
+                .into_iter()
+                .any(|e| e.name.is_some_and(|n| n == "..data"));
+            if data {
+                record(&dir, &detections);
+            }
+        }
+    });
+}
+
+/// The naive strategy: a watch on the file, reloading on any event.
+pub fn file_watch(dir: &Path, detections: Detections) {
+    let mut inotify = Inotify::init().expect("inotify");
+    inotify
+        .watches()
+        .add(
+            dir.join("config.json"),
+            WatchMask::MODIFY
+                | WatchMask::CLOSE_WRITE
+                | WatchMask::ATTRIB
+                | WatchMask::DELETE_SELF
+                | WatchMask::MOVE_SELF,
+        )
+        .expect("watch file");
+    let dir = dir.to_owned();
+    thread::spawn(move || {
+        let mut buffer = [0; 4096];
+        loop {
+            let Ok(events) = inotify.read_events_blocking(&mut buffer) else {
+                return;
+            };
+            if events.into_iter().count() > 0 {
+                record(&dir, &detections);
+            }
+        }
+    });
+}
+
+/// What a reload triggered now would read: the version `..data` names.
+fn record(dir: &Path, detections: &Detections) {
+    let now = SystemTime::now();
+    if let Ok(target) = std::fs::read_link(dir.join("..data")) {
+        detections
+            .lock()
+            .unwrap()
+            .push((target.to_string_lossy().into_owned(), now));
+    }
+}
