@@ -40,6 +40,7 @@ enum Node {
 }
 
 #[derive(Arbitrary, Debug)]
+#[cfg_attr(not(unix), allow(dead_code))]
 enum LinkTarget {
     Outside,
     OutsideAbsolute,
@@ -124,12 +125,12 @@ fn link(_: &Path, _: &str, _: &LinkTarget, _: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 fn fifo(path: &Path) -> std::io::Result<()> {
     rustix::fs::mkfifoat(rustix::fs::CWD, path, 0o644.into()).map_err(Into::into)
 }
 
-#[cfg(not(unix))]
+#[cfg(not(target_os = "linux"))]
 fn fifo(_: &Path) -> std::io::Result<()> {
     Ok(())
 }

@@ -427,9 +427,13 @@ impl AtomicWriter {
             "..{}.",
             stamp.trim_end_matches('Z').replace(['-', 'T', ':'], "_")
         );
-        let mut builder = fs::DirBuilder::new();
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        let builder = {
+            #[allow(unused_mut)]
+            let mut builder = fs::DirBuilder::new();
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder
+        };
         loop {
             let name = format!("{prefix}{}", fastrand::u32(..));
             let path = self.dir.join(&name);
@@ -492,6 +496,16 @@ fn symlink(target: &Path, link: &Path, dir: bool) -> Result<()> {
             "symlinks are not supported here",
         ))
     };
+    // Wine reports success for symlinks it never creates: make sure the
+    // link is there before building a swap on it.
+    #[cfg(windows)]
+    let result = result.and_then(|()| match fs::symlink_metadata(link) {
+        Ok(m) if m.file_type().is_symlink() => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the system reported success but created no symlink (Wine does not support them)",
+        )),
+    });
     result.map_err(|source| {
         // ERROR_PRIVILEGE_NOT_HELD: no Developer Mode, not elevated.
         if cfg!(windows) && source.raw_os_error() == Some(1314) {

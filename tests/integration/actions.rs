@@ -1,11 +1,15 @@
 //! Actions with the real binary: a real HTTP server on 127.0.0.1, real
 //! child processes, a real signal.
 
-use std::{fs, process::Command, time::Duration};
+use std::time::Duration;
+#[cfg(unix)]
+use std::{fs, process::Command};
 
 use serde_json::{Value, json};
 
-use crate::helper::{DEADLINE, HookServer, Running, Vol, bin, wait_until};
+#[cfg(unix)]
+use crate::helper::{DEADLINE, wait_until};
+use crate::helper::{HookServer, Running, Vol, bin};
 
 /// A watcher on `vol` with JSON output, polling every 10 ms, plus `extra`,
 /// once it has reported the current version as its initial config.
@@ -36,7 +40,7 @@ fn ok(status: u16) -> impl Fn(usize) -> (u16, Duration) {
 #[test]
 fn webhook_gets_the_event_and_retries_until_accepted() {
     let server = HookServer::start(|n| (if n < 2 { 500 } else { 200 }, Duration::ZERO));
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("config.json", r#"{"v":1}"#)]);
     let run = watch(&vol, &["--webhook-url", &server.url("/-/reload")]);
     let v2 = vol.publish(&[("config.json", r#"{"v":2}"#)]);
@@ -60,7 +64,7 @@ fn webhook_gets_the_event_and_retries_until_accepted() {
 #[test]
 fn exhausted_retries_fail_and_the_next_change_runs_again() {
     let server = HookServer::start(|n| (if n < 3 { 503 } else { 200 }, Duration::ZERO));
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("config.json", "1")]);
     let run = watch(
         &vol,
@@ -90,7 +94,7 @@ fn exhausted_retries_fail_and_the_next_change_runs_again() {
 #[test]
 fn a_slow_webhook_times_out() {
     let server = HookServer::start(|_| (200, Duration::from_secs(3)));
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("config.json", "1")]);
     let run = watch(
         &vol,
@@ -119,7 +123,7 @@ fn accepted_status_codes() {
         (301, None, false),
     ] {
         let server = HookServer::start(ok(status));
-        let vol = Vol::new();
+        let vol = vol!();
         vol.publish(&[("config.json", "1")]);
         let mut args = vec![
             "--webhook-url".to_owned(),
@@ -139,7 +143,7 @@ fn accepted_status_codes() {
 #[test]
 fn credentials_never_reach_logs_or_events_even_at_trace() {
     let server = HookServer::start(|n| (if n == 0 { 500 } else { 200 }, Duration::ZERO));
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("config.json", "1")]);
     let url = format!(
         "http://alice:pw-s3cret@127.0.0.1:{}/hook?token=qtok3n",
@@ -184,7 +188,7 @@ fn credentials_never_reach_logs_or_events_even_at_trace() {
 #[test]
 fn a_burst_collapses_into_few_rounds_ending_on_the_latest() {
     let server = HookServer::start(|_| (200, Duration::from_millis(300)));
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("config.json", "0")]);
     let run = watch(&vol, &["--webhook-url", &server.url("/")]);
     let mut last = String::new();
@@ -220,7 +224,7 @@ fn a_burst_collapses_into_few_rounds_ending_on_the_latest() {
 #[test]
 fn an_invalid_config_triggers_nothing_and_on_start_runs_the_initial() {
     let server = HookServer::start(ok(200));
-    let vol = Vol::new();
+    let vol = vol!();
     let v1 = vol.publish(&[("config.json", "1")]);
     let run = watch(&vol, &["--webhook-url", &server.url("/"), "--on-start"]);
     assert_eq!(action(&run)["version"], json!(v1));
@@ -236,7 +240,7 @@ fn an_invalid_config_triggers_nothing_and_on_start_runs_the_initial() {
     );
 
     // Without --on-start the initial config triggers nothing.
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("config.json", "1")]);
     let run = watch(&vol, &["--webhook-url", &server.url("/")]);
     let v2 = vol.publish(&[("config.json", "2")]);
@@ -247,7 +251,7 @@ fn an_invalid_config_triggers_nothing_and_on_start_runs_the_initial() {
 #[cfg(unix)]
 #[test]
 fn exec_gets_the_config_on_stdin_and_the_version_in_its_environment() {
-    let vol = Vol::new();
+    let vol = vol!();
     let v1 = vol.publish(&[("config.json", r#"{"v":1}"#)]);
     let out = vol.tmp.path().join("exec.out");
     let script = r#"cat > "$OUT"; printf '\n%s|%s|%s|%s\n' "$CONFIGMAPWATCH_EVENT" "$CONFIGMAPWATCH_VERSION" "$CONFIGMAPWATCH_PREVIOUS_VERSION" "$CONFIGMAPWATCH_DIR" >> "$OUT""#;
@@ -272,7 +276,7 @@ fn exec_gets_the_config_on_stdin_and_the_version_in_its_environment() {
 #[cfg(unix)]
 #[test]
 fn a_failing_command_is_reported_with_its_status_and_stderr() {
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("config.json", "1")]);
     let run = watch(
         &vol,
@@ -295,7 +299,7 @@ fn a_failing_command_is_reported_with_its_status_and_stderr() {
 #[test]
 fn signal_reaches_the_process_in_the_pid_file() {
     use std::os::unix::process::ExitStatusExt;
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("config.json", "1")]);
     let mut target = Command::new("sleep").arg("60").spawn().unwrap();
     let pid_file = vol.tmp.path().join("app.pid");
@@ -336,7 +340,7 @@ fn sigterm_waits_for_a_running_action_at_most_the_shutdown_timeout() {
     use rustix::process::Signal;
     // A round that outlives the timeout: exit after the timeout, status 0.
     let server = HookServer::start(|_| (200, Duration::from_secs(5)));
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("config.json", "1")]);
     let mut run = watch(
         &vol,

@@ -29,7 +29,7 @@ fn publish(vol: &Vol, args: &[&str]) -> String {
 /// `kubectl edit`, the change is detected and printed.
 #[test]
 fn original_demo_scenario_end_to_end() {
-    let vol = Vol::new();
+    let vol = vol!();
     let src = vol.tmp.path().join("config.json");
     fs::write(&src, ORIGINAL).unwrap();
     publish(&vol, &["--from-file", src.to_str().unwrap()]);
@@ -70,7 +70,7 @@ fn original_demo_scenario_end_to_end() {
 
 #[test]
 fn text_output_shows_event_version_lag_and_config() {
-    let vol = Vol::new();
+    let vol = vol!();
     let v1 = vol.publish(&[("config.json", r#"{"a": 1}"#)]);
     let mut cmd = bin();
     cmd.args(["--interval", "20ms", "-d"]).arg(vol.path());
@@ -89,7 +89,7 @@ fn text_output_shows_event_version_lag_and_config() {
 
 #[test]
 fn errors_are_events_and_the_watcher_goes_on() {
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("config.json", r#"{"a": 1}"#)]);
     let mut cmd = bin();
     cmd.args(["-o", "json", "-i", "20ms", "-d"]).arg(vol.path());
@@ -109,7 +109,7 @@ fn errors_are_events_and_the_watcher_goes_on() {
 
 #[test]
 fn env_vars_configure_the_watcher() {
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("app.json", r#"{"from":"env"}"#)]);
     let mut cmd = bin();
     cmd.env("CONFIGMAPWATCH_DIR", vol.path())
@@ -125,7 +125,7 @@ fn env_vars_configure_the_watcher() {
 fn sigterm_and_sigint_end_a_5s_interval_at_once() {
     use rustix::process::Signal;
     for signal in [Signal::TERM, Signal::INT] {
-        let vol = Vol::new();
+        let vol = vol!();
         vol.publish(&[("config.json", "{}")]);
         let mut cmd = bin();
         cmd.args(["--interval", "5s", "-d"]).arg(vol.path());
@@ -139,7 +139,7 @@ fn sigterm_and_sigint_end_a_5s_interval_at_once() {
 
 #[test]
 fn once_exit_codes() {
-    let vol = Vol::new();
+    let vol = vol!();
     let once = |vol: &Vol, extra: &[&str]| {
         let out = bin()
             .arg("--once")
@@ -198,7 +198,7 @@ fn help_has_examples() {
 
 #[test]
 fn publish_follows_kubectl_and_skips_unchanged_payloads() {
-    let vol = Vol::new();
+    let vol = vol!();
     let srcdir = vol.tmp.path().join("src");
     fs::create_dir(&srcdir).unwrap();
     fs::write(srcdir.join("a.json"), "{}").unwrap();
@@ -240,6 +240,10 @@ fn publish_follows_kubectl_and_skips_unchanged_payloads() {
 
 #[test]
 fn demo_runs_and_shows_every_kind_of_event() {
+    if !crate::helper::symlinks_work() {
+        println!("SKIPPED demo: no symlinks here (see without_symlinks_publish_and_demo_say_why)");
+        return;
+    }
     let out = bin().arg("demo").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -261,7 +265,7 @@ fn demo_runs_and_shows_every_kind_of_event() {
 
 #[test]
 fn a_missing_directory_is_waited_for_not_an_exit() {
-    let vol = Vol::new();
+    let vol = vol!();
     let mut cmd = bin();
     cmd.args(["-o", "json", "-i", "20ms", "-d"]).arg(vol.path());
     let watch = Running::spawn(cmd);
@@ -273,4 +277,64 @@ fn a_missing_directory_is_waited_for_not_an_exit() {
         (&e["event"], &e["version"]),
         (&json!("initial"), &json!(v1))
     );
+}
+
+/// Plain-directory mode with the real binary: what a Windows or macOS dev
+/// host without `publish` sees. Runs everywhere, Wine included.
+#[test]
+fn the_binary_watches_a_plain_directory() {
+    let vol = Vol::new();
+    fs::create_dir_all(vol.path()).unwrap();
+    fs::write(vol.path().join("config.json"), r#"{"a":1}"#).unwrap();
+    let mut cmd = bin();
+    cmd.args(["-o", "json", "-i", "20ms", "-d"]).arg(vol.path());
+    let watch = Running::spawn(cmd);
+    let e = watch.event();
+    assert_eq!(
+        (&e["event"], &e["config"], &e["lag_ms"]),
+        (&json!("initial"), &json!({"a": 1}), &json!(null))
+    );
+    assert!(e["version"].as_str().unwrap().starts_with("plain-"), "{e}");
+    fs::write(vol.path().join("config.json"), r#"{"a": 22}"#).unwrap();
+    let e = watch.event();
+    assert_eq!(
+        (&e["event"], &e["config"]),
+        (&json!("change"), &json!({"a": 22}))
+    );
+}
+
+/// Where symlinks cannot be made (Wine, Windows without Developer Mode),
+/// `publish` and `demo` fail with a message that says so.
+#[test]
+fn without_symlinks_publish_and_demo_say_why() {
+    if crate::helper::symlinks_work() {
+        println!(
+            "SKIPPED without_symlinks: symlinks work here; this checks the message where they do not"
+        );
+        return;
+    }
+    let vol = Vol::new();
+    let publish = bin()
+        .args(["publish", "--from-literal", "a=1", "--dir"])
+        .arg(vol.path())
+        .output()
+        .unwrap();
+    let demo = bin().arg("demo").output().unwrap();
+    for out in [publish, demo] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("symlink"), "{stderr}");
+    }
+}
+
+#[cfg(windows)]
+#[test]
+fn signals_are_refused_on_windows() {
+    let out = bin()
+        .args(["--signal", "HUP", "--pid", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not supported on Windows"), "{stderr}");
 }

@@ -10,7 +10,7 @@ use std::{
     io::{BufRead, BufReader},
     ops::ControlFlow,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, Command, Stdio},
     sync::mpsc,
     thread,
     time::{Duration, Instant},
@@ -28,7 +28,43 @@ pub struct Vol {
     pub writer: AtomicWriter,
 }
 
+/// Whether symlinks can be created here: not under Wine 8, nor on Windows
+/// without Developer Mode. Probed once.
+pub fn symlinks_work() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let vol = AtomicWriter::new(tmp.path().join("probe"));
+        vol.write(&payload(&[("k", "v")])).is_ok()
+    })
+}
+
+/// A kubelet-style volume, or (where symlinks cannot be made) a printed
+/// skip and an early return from the test.
+macro_rules! vol {
+    () => {
+        match crate::helper::Vol::kubelet() {
+            Some(vol) => vol,
+            None => {
+                println!(
+                    "SKIPPED {}:{}: this platform cannot create symlinks (Wine, or Windows without Developer Mode)",
+                    file!(),
+                    line!()
+                );
+                return Default::default();
+            }
+        }
+    };
+}
+
 impl Vol {
+    /// For kubelet-style volumes: `None` where symlinks cannot be made.
+    pub fn kubelet() -> Option<Self> {
+        symlinks_work().then(Self::new)
+    }
+
+    /// A temporary directory (for plain-directory tests, which need no
+    /// symlinks).
     pub fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let writer = AtomicWriter::new(tmp.path().join("vol"));
@@ -164,7 +200,7 @@ impl Running {
     pub fn signal_and_time_exit(
         &mut self,
         signal: rustix::process::Signal,
-    ) -> (Duration, ExitStatus) {
+    ) -> (Duration, std::process::ExitStatus) {
         let pid = rustix::process::Pid::from_child(&self.child);
         let sent = Instant::now();
         rustix::process::kill_process(pid, signal).unwrap();
@@ -310,4 +346,14 @@ impl Drop for HookServer {
     fn drop(&mut self) {
         self.server.unblock();
     }
+}
+
+/// Makes a FIFO at `path` (rustix on Linux; the `mkfifo` tool elsewhere,
+/// where rustix has no mkfifoat).
+#[cfg(unix)]
+pub fn mkfifo(path: &Path) {
+    #[cfg(target_os = "linux")]
+    rustix::fs::mkfifoat(rustix::fs::CWD, path, 0o644.into()).unwrap();
+    #[cfg(not(target_os = "linux"))]
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
 }

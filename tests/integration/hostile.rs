@@ -72,7 +72,7 @@ fn hostile_keys_are_refused_and_the_watcher_goes_on() {
     let cases: &[(&str, Tamper, &str)] = &[
         (
             "a FIFO",
-            |d| rustix::fs::mkfifoat(rustix::fs::CWD, d.join("config.json"), 0o644.into()).unwrap(),
+            |d| crate::helper::mkfifo(&d.join("config.json")),
             "FIFO",
         ),
         (
@@ -115,7 +115,7 @@ fn hostile_keys_are_refused_and_the_watcher_goes_on() {
         ),
     ];
     for (what, tamper, needle) in cases {
-        let vol = Vol::new();
+        let vol = vol!();
         vol.publish(&[("config.json", GOOD)]);
         let run = watch(&vol, &[]);
         let version = publish_tampered(&vol, &[("other", "x")], tamper);
@@ -133,7 +133,7 @@ fn hostile_keys_are_refused_and_the_watcher_goes_on() {
 
 #[test]
 fn a_non_utf8_key_name_is_refused_by_name() {
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("a.json", "1")]);
     let run = watch(&vol, &["--all-keys"]);
     let version = publish_tampered(&vol, &[("a.json", "2")], |d| {
@@ -148,7 +148,7 @@ fn a_non_utf8_key_name_is_refused_by_name() {
 #[test]
 fn bad_data_targets_are_refused_and_the_watcher_goes_on() {
     for target in ["/etc", "../outside", "..with/slash", "..data", "..missing"] {
-        let vol = Vol::new();
+        let vol = vol!();
         vol.publish(&[("config.json", GOOD)]);
         let run = watch(&vol, &[]);
         vol.point_data_at(target);
@@ -177,7 +177,7 @@ fn bad_data_targets_are_refused_and_the_watcher_goes_on() {
 /// unprivileged user (`setpriv`), or skipped with the reason printed.
 #[test]
 fn an_unreadable_key_is_an_error_naming_it() {
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("config.json", GOOD)]);
     let data_file = vol.data_dir().join("config.json");
     fs::set_permissions(
@@ -255,7 +255,7 @@ fn a_volume_on_tmpfs_is_followed() {
 /// with the reason printed where there are none.
 #[test]
 fn a_read_only_bind_mount_is_followed() {
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("config.json", GOOD)]);
     let mnt = vol.tmp.path().join("ro");
     fs::create_dir(&mnt).unwrap();

@@ -1,6 +1,7 @@
 //! Integration tests: real temp volumes written the kubelet's way, the
 //! library driven tick by tick, and the real binary.
 
+#[macro_use]
 mod helper;
 
 mod hostile;

@@ -44,7 +44,7 @@ fn exists(vol: &Vol, name: &str) -> bool {
 #[test]
 fn reader_is_consistent_at_every_writer_step() {
     for swap in [Swap::Rename, Swap::RemoveThenCreate] {
-        let vol = Vol::new();
+        let vol = vol!();
         let v1 = vol.publish(V1);
         let mut volume = Volume::new(vol.path(), 1 << 20);
         let mut watcher = Watcher::new(WatchOptions::new(vol.path()));
@@ -133,7 +133,7 @@ fn a_crashed_writer_leaves_a_readable_volume() {
         Step::LinksRemoved,
     ];
     for stop in stops {
-        let vol = Vol::new();
+        let vol = vol!();
         let v1 = vol.publish(V1);
         let outcome = vol.publish_with_hook(V2, Swap::RemoveThenCreate, |step| {
             if step == stop {
@@ -172,7 +172,7 @@ fn a_crashed_writer_leaves_a_readable_volume() {
 
 #[test]
 fn first_write_creates_the_kubelet_layout() {
-    let vol = Vol::new();
+    let vol = vol!();
     let version = vol.publish(&[("config.json", "{}"), ("a/b/c", "x")]);
     // ..YYYY_MM_DD_HH_MM_SS.<1-10 digits>
     let (stamp, suffix) = version.trim_start_matches("..").split_once('.').unwrap();
@@ -204,7 +204,7 @@ fn first_write_creates_the_kubelet_layout() {
 
 #[test]
 fn an_unchanged_payload_does_not_swap() {
-    let vol = Vol::new();
+    let vol = vol!();
     let v1 = vol.publish(V1);
     fs::remove_file(vol.path().join("config.json")).unwrap();
     let outcome = vol.writer.write(&crate::helper::payload(V1)).unwrap();
@@ -220,7 +220,7 @@ fn an_unchanged_payload_does_not_swap() {
 
 #[test]
 fn an_empty_data_dir_is_a_valid_version() {
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(V1);
     let v2 = vol.publish(&[]);
     let mut volume = Volume::new(vol.path(), 1 << 20);

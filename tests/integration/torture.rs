@@ -21,7 +21,7 @@ use configmapwatch::{
 };
 use serde_json::{Map, Value};
 
-use crate::helper::{Vol, bin};
+use crate::helper::bin;
 
 /// The keys of version `n`.
 pub fn keys_for(n: u64) -> BTreeSet<String> {
@@ -166,7 +166,7 @@ fn write_until(
 
 fn torture(writer: Writer) {
     let (duration, max_swaps) = limits();
-    let vol = Vol::new();
+    let vol = vol!();
     vol.writer.write(&stamped(1)).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let dir = vol.path().to_owned();

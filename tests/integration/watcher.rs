@@ -25,7 +25,7 @@ fn kind(e: Option<Event>) -> Option<EventKind> {
 
 #[test]
 fn initial_then_change_with_measured_lag() {
-    let vol = Vol::new();
+    let vol = vol!();
     let v1 = vol.publish(&[("config.json", r#"{"a":1}"#)]);
     let mut w = watcher(&vol);
     let e = w.check().unwrap();
@@ -56,7 +56,7 @@ fn initial_then_change_with_measured_lag() {
 
 #[test]
 fn an_idle_tick_allocates_nothing() {
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("config.json", "{}")]);
     let mut w = watcher(&vol);
     assert!(w.check().is_some());
@@ -69,7 +69,7 @@ fn an_idle_tick_allocates_nothing() {
 
 #[test]
 fn nested_keys_removed_keys_and_an_empty_volume() {
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("app/settings.json", r#"{"n":1}"#), ("motd", "hi")]);
     let mut nested = Watcher::new(WatchOptions {
         selector: Selector::Key("app/settings.json".into()),
@@ -106,7 +106,7 @@ fn nested_keys_removed_keys_and_an_empty_volume() {
 
 #[test]
 fn an_unchanged_republish_fires_nothing() {
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("config.json", "{}")]);
     let mut w = watcher(&vol);
     w.check().unwrap();
@@ -120,7 +120,7 @@ fn an_unchanged_republish_fires_nothing() {
 
 #[test]
 fn invalid_json_keeps_the_last_good_config_and_recovers() {
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("config.json", r#"{"good":true}"#)]);
     let mut w = watcher(&vol);
     w.check().unwrap();
@@ -143,7 +143,7 @@ fn invalid_json_keeps_the_last_good_config_and_recovers() {
 
 #[test]
 fn a_missing_key_is_an_error() {
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("other.json", "{}")]);
     let e = watcher(&vol).check().unwrap();
     assert_eq!(
@@ -155,7 +155,7 @@ fn a_missing_key_is_an_error() {
 
 #[test]
 fn an_oversized_file_is_refused() {
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[(
         "config.json",
         &format!("{{\"pad\":\"{}\"}}", "x".repeat(2000)),
@@ -180,7 +180,7 @@ mod hostile {
     #[test]
     fn bad_data_targets_are_refused() {
         for target in ["/etc", "../x", "..a/b", "..data", "..missing"] {
-            let vol = Vol::new();
+            let vol = vol!();
             vol.publish(&[("config.json", "{}")]);
             let mut w = watcher(&vol);
             w.check().unwrap();
@@ -206,7 +206,7 @@ mod hostile {
 
     #[test]
     fn a_data_dir_that_is_a_symlink_is_refused() {
-        let vol = Vol::new();
+        let vol = vol!();
         vol.publish(&[("config.json", "{}")]);
         symlink("/etc", vol.path().join("..evil")).unwrap();
         vol.point_data_at("..evil");
@@ -216,7 +216,7 @@ mod hostile {
 
     #[test]
     fn symlinks_inside_the_data_dir_are_not_followed() {
-        let vol = Vol::new();
+        let vol = vol!();
         vol.publish(&[("config.json", "{}")]);
         let outside = vol.tmp.path().join("secret.json");
         fs::write(&outside, r#"{"secret":1}"#).unwrap();
@@ -238,14 +238,9 @@ mod hostile {
     /// thread so a hang fails the test instead of stalling it.
     #[test]
     fn a_fifo_key_is_refused_without_blocking() {
-        let vol = Vol::new();
+        let vol = vol!();
         vol.publish(&[("other", "x")]);
-        rustix::fs::mkfifoat(
-            rustix::fs::CWD,
-            vol.data_dir().join("config.json"),
-            0o644.into(),
-        )
-        .unwrap();
+        crate::helper::mkfifo(&vol.data_dir().join("config.json"));
         let mut w = watcher(&vol);
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || tx.send(w.check()).unwrap());
@@ -262,7 +257,7 @@ mod hostile {
 
     #[test]
     fn a_non_link_data_entry_is_refused_once() {
-        let vol = Vol::new();
+        let vol = vol!();
         fs::create_dir_all(vol.path()).unwrap();
         fs::write(vol.path().join("..data"), "not a link").unwrap();
         let mut w = watcher(&vol);
@@ -274,7 +269,7 @@ mod hostile {
 
 #[test]
 fn a_directory_created_later_is_picked_up() {
-    let vol = Vol::new();
+    let vol = vol!();
     let mut w = watcher(&vol);
     assert_eq!(kind(w.check()), None);
     assert_eq!(w.layout(), Layout::Missing);
@@ -286,7 +281,7 @@ fn a_directory_created_later_is_picked_up() {
 
 #[test]
 fn a_volume_deleted_and_recreated_is_followed() {
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("config.json", r#"{"v":1}"#)]);
     let mut w = watcher(&vol);
     w.check().unwrap();
@@ -344,7 +339,7 @@ fn plain_mode_compares_content_not_timestamps() {
 #[cfg(unix)]
 #[test]
 fn plain_mode_switches_when_data_appears() {
-    let vol = Vol::new();
+    let vol = vol!();
     fs::create_dir_all(vol.path()).unwrap();
     fs::write(vol.path().join("config.json"), r#"{"plain":1}"#).unwrap();
     let mut w = watcher(&vol);
@@ -358,7 +353,7 @@ fn plain_mode_switches_when_data_appears() {
 
 #[test]
 fn run_stops_on_shutdown_and_delivers_events_to_a_channel() {
-    let vol = Vol::new();
+    let vol = vol!();
     vol.publish(&[("config.json", r#"{"v":1}"#)]);
     let (events_tx, events) = mpsc::channel();
     let (shutdown, listener) = shutdown_channel();
