@@ -4,8 +4,6 @@
 //! figures from the library in this process.
 
 use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    cell::Cell,
     io::{BufRead, BufReader},
     path::Path,
     process::{Child, Command, Stdio},
@@ -19,30 +17,9 @@ use configmapwatch::{
 
 use crate::linux::Plan;
 
-/// Counts the current thread's heap allocations.
-pub struct CountingAlloc;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
+#[path = "../../tests/common/counting_alloc.rs"]
+mod counting_alloc;
+pub use counting_alloc::{CountingAlloc, allocations};
 
 /// System calls seen by strace in an idle window.
 pub struct Syscalls {

@@ -13,50 +13,41 @@ use crate::Detections;
 
 /// configmap-reload's strategy.
 pub fn directory_watch(dir: &Path, detections: Detections) {
-    let mut inotify = Inotify::init().expect("inotify");
-    inotify
-        .watches()
-        .add(dir, WatchMask::CREATE | WatchMask::MOVED_TO)
-        .expect("watch dir");
-    let dir = dir.to_owned();
-    thread::spawn(move || {
-        let mut buffer = [0; 4096];
-        loop {
-            let Ok(events) = inotify.read_events_blocking(&mut buffer) else {
-                return;
-            };
-            let data = events
-                .into_iter()
-                .any(|e| e.name.is_some_and(|n| n == "..data"));
-            if data {
-                record(&dir, &detections);
-            }
-        }
-    });
+    watch(
+        dir,
+        dir,
+        WatchMask::CREATE | WatchMask::MOVED_TO,
+        detections,
+        |name| name.is_some_and(|n| n == "..data"),
+    );
 }
 
 /// The naive strategy: a watch on the file, reloading on any event.
 pub fn file_watch(dir: &Path, detections: Detections) {
+    let mask = WatchMask::MODIFY
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::ATTRIB
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVE_SELF;
+    watch(dir, &dir.join("config.json"), mask, detections, |_| true);
+}
+
+/// Watches `path` and records a detection for each batch of events that
+/// has one `relevant` says a reload would follow.
+fn watch(
+    dir: &Path,
+    path: &Path,
+    mask: WatchMask,
+    detections: Detections,
+    relevant: fn(Option<&std::ffi::OsStr>) -> bool,
+) {
     let mut inotify = Inotify::init().expect("inotify");
-    inotify
-        .watches()
-        .add(
-            dir.join("config.json"),
-            WatchMask::MODIFY
-                | WatchMask::CLOSE_WRITE
-                | WatchMask::ATTRIB
-                | WatchMask::DELETE_SELF
-                | WatchMask::MOVE_SELF,
-        )
-        .expect("watch file");
+    inotify.watches().add(path, mask).expect("inotify watch");
     let dir = dir.to_owned();
     thread::spawn(move || {
         let mut buffer = [0; 4096];
-        loop {
-            let Ok(events) = inotify.read_events_blocking(&mut buffer) else {
-                return;
-            };
-            if events.into_iter().count() > 0 {
+        while let Ok(events) = inotify.read_events_blocking(&mut buffer) {
+            if events.into_iter().any(|e| relevant(e.name)) {
                 record(&dir, &detections);
             }
         }

@@ -264,7 +264,9 @@ impl Report<'_> {
 
     /// Cumulative lag distributions, log-scaled, one line per watcher.
     pub fn plot(&self, path: &Path) {
-        let series: Vec<(&str, &str, Vec<f64>)> = self
+        // Watchers that missed updates say so in the legend: a line drawn
+        // from one detection must not pass for a good result.
+        let series: Vec<(String, Vec<f64>)> = self
             .lags
             .iter()
             .chain(self.fuse.iter().flatten())
@@ -272,7 +274,11 @@ impl Report<'_> {
             .map(|l| {
                 let mut v = l.lags_ms.clone();
                 v.sort_by(f64::total_cmp);
-                (l.name.as_str(), l.mount, v)
+                let missed = match l.missed {
+                    0 => String::new(),
+                    n => format!(", missed {n} of {}", l.published),
+                };
+                (format!("{} ({}{missed})", l.name, l.mount), v)
             })
             .collect();
         let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
@@ -293,7 +299,7 @@ impl Report<'_> {
             .y_desc("fraction of updates detected")
             .draw()
             .unwrap();
-        for (i, (name, mount, values)) in series.iter().enumerate() {
+        for (i, (label, values)) in series.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             let n = values.len() as f64;
             let points = values
@@ -303,7 +309,7 @@ impl Report<'_> {
             chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))
                 .unwrap()
-                .label(format!("{name} ({mount})"))
+                .label(label.as_str())
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
                 });

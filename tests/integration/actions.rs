@@ -9,19 +9,7 @@ use serde_json::{Value, json};
 
 #[cfg(unix)]
 use crate::helper::{DEADLINE, wait_until};
-use crate::helper::{HookServer, Running, Vol, bin};
-
-/// A watcher on `vol` with JSON output, polling every 10 ms, plus `extra`,
-/// once it has reported the current version as its initial config.
-fn watch(vol: &Vol, extra: &[&str]) -> Running {
-    let mut cmd = bin();
-    cmd.args(["-o", "json", "-i", "10ms", "-d"])
-        .arg(vol.path())
-        .args(extra);
-    let run = Running::spawn(cmd);
-    run.event_for("initial", &vol.target());
-    run
-}
+use crate::helper::{HookServer, Running, bin, watch_json};
 
 /// The next action event (skipping watcher events).
 fn action(run: &Running) -> Value {
@@ -42,7 +30,7 @@ fn webhook_gets_the_event_and_retries_until_accepted() {
     let server = HookServer::start(|n| (if n < 2 { 500 } else { 200 }, Duration::ZERO));
     let vol = vol!();
     vol.publish(&[("config.json", r#"{"v":1}"#)]);
-    let run = watch(&vol, &["--webhook-url", &server.url("/-/reload")]);
+    let run = watch_json(&vol, &["--webhook-url", &server.url("/-/reload")]);
     let v2 = vol.publish(&[("config.json", r#"{"v":2}"#)]);
     let a = action(&run);
     assert_eq!(
@@ -66,7 +54,7 @@ fn exhausted_retries_fail_and_the_next_change_runs_again() {
     let server = HookServer::start(|n| (if n < 3 { 503 } else { 200 }, Duration::ZERO));
     let vol = vol!();
     vol.publish(&[("config.json", "1")]);
-    let run = watch(
+    let run = watch_json(
         &vol,
         &["--webhook-url", &server.url("/"), "--webhook-retries", "2"],
     );
@@ -96,7 +84,7 @@ fn a_slow_webhook_times_out() {
     let server = HookServer::start(|_| (200, Duration::from_secs(3)));
     let vol = vol!();
     vol.publish(&[("config.json", "1")]);
-    let run = watch(
+    let run = watch_json(
         &vol,
         &[
             "--webhook-url",
@@ -134,7 +122,7 @@ fn accepted_status_codes() {
         if let Some(accept) = accept {
             args.extend(["--webhook-status-code".to_owned(), accept.to_owned()]);
         }
-        let run = watch(&vol, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        let run = watch_json(&vol, &args.iter().map(String::as_str).collect::<Vec<_>>());
         vol.publish(&[("config.json", "2")]);
         assert_eq!(action(&run)["ok"], json!(expect_ok), "{status} {accept:?}");
     }
@@ -149,7 +137,7 @@ fn credentials_never_reach_logs_or_events_even_at_trace() {
         "http://alice:pw-s3cret@127.0.0.1:{}/hook?token=qtok3n",
         server.port
     );
-    let mut run = watch(
+    let mut run = watch_json(
         &vol,
         &[
             "--log-level",
@@ -190,7 +178,7 @@ fn a_burst_collapses_into_few_rounds_ending_on_the_latest() {
     let server = HookServer::start(|_| (200, Duration::from_millis(300)));
     let vol = vol!();
     vol.publish(&[("config.json", "0")]);
-    let run = watch(&vol, &["--webhook-url", &server.url("/")]);
+    let run = watch_json(&vol, &["--webhook-url", &server.url("/")]);
     let mut last = String::new();
     for i in 1..=20 {
         last = vol.publish(&[("config.json", &i.to_string())]);
@@ -226,7 +214,7 @@ fn an_invalid_config_triggers_nothing_and_on_start_runs_the_initial() {
     let server = HookServer::start(ok(200));
     let vol = vol!();
     let v1 = vol.publish(&[("config.json", "1")]);
-    let run = watch(&vol, &["--webhook-url", &server.url("/"), "--on-start"]);
+    let run = watch_json(&vol, &["--webhook-url", &server.url("/"), "--on-start"]);
     assert_eq!(action(&run)["version"], json!(v1));
     assert_eq!(server.next().body["event"], "initial");
     let bad = vol.publish(&[("config.json", "{")]);
@@ -242,7 +230,7 @@ fn an_invalid_config_triggers_nothing_and_on_start_runs_the_initial() {
     // Without --on-start the initial config triggers nothing.
     let vol = vol!();
     vol.publish(&[("config.json", "1")]);
-    let run = watch(&vol, &["--webhook-url", &server.url("/")]);
+    let run = watch_json(&vol, &["--webhook-url", &server.url("/")]);
     let v2 = vol.publish(&[("config.json", "2")]);
     assert_eq!(action(&run)["version"], json!(v2));
     assert_eq!(server.next().body["version"], json!(v2));
@@ -278,7 +266,7 @@ fn exec_gets_the_config_on_stdin_and_the_version_in_its_environment() {
 fn a_failing_command_is_reported_with_its_status_and_stderr() {
     let vol = vol!();
     vol.publish(&[("config.json", "1")]);
-    let run = watch(
+    let run = watch_json(
         &vol,
         &["--exec", "sh", "-c", "echo boom-from-child >&2; exit 3"],
     );
@@ -304,7 +292,7 @@ fn signal_reaches_the_process_in_the_pid_file() {
     let mut target = Command::new("sleep").arg("60").spawn().unwrap();
     let pid_file = vol.tmp.path().join("app.pid");
     fs::write(&pid_file, format!("{}\n", target.id())).unwrap();
-    let run = watch(
+    let run = watch_json(
         &vol,
         &[
             "--signal",
@@ -342,7 +330,7 @@ fn sigterm_waits_for_a_running_action_at_most_the_shutdown_timeout() {
     let server = HookServer::start(|_| (200, Duration::from_secs(5)));
     let vol = vol!();
     vol.publish(&[("config.json", "1")]);
-    let mut run = watch(
+    let mut run = watch_json(
         &vol,
         &[
             "--webhook-url",
@@ -362,7 +350,7 @@ fn sigterm_waits_for_a_running_action_at_most_the_shutdown_timeout() {
 
     // A round that finishes within the timeout: waited for, then exit.
     let server = HookServer::start(|_| (200, Duration::from_millis(400)));
-    let mut run = watch(
+    let mut run = watch_json(
         &vol,
         &[
             "--webhook-url",

@@ -5,8 +5,6 @@
 #![allow(dead_code)]
 
 use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    cell::Cell,
     io::{BufRead, BufReader},
     ops::ControlFlow,
     path::{Path, PathBuf},
@@ -148,6 +146,19 @@ pub fn bin() -> Command {
     cmd
 }
 
+/// The real binary watching `vol` with JSON output every 10 ms (plus
+/// `extra`), once it has reported the current version as its initial
+/// config.
+pub fn watch_json(vol: &Vol, extra: &[&str]) -> Running {
+    let mut cmd = bin();
+    cmd.args(["-o", "json", "-i", "10ms", "-d"])
+        .arg(vol.path())
+        .args(extra);
+    let run = Running::spawn(cmd);
+    run.event_for("initial", &vol.target());
+    run
+}
+
 /// A running watcher process whose stdout lines arrive on a channel.
 pub struct Running {
     pub child: Child,
@@ -242,31 +253,9 @@ fn pipe_lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> 
     rx
 }
 
-/// Counts heap allocations made by the current thread.
-pub struct CountingAlloc;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-/// Allocations the current thread has made so far.
-pub fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
+#[path = "../common/counting_alloc.rs"]
+mod counting_alloc;
+pub use counting_alloc::{CountingAlloc, allocations};
 
 /// One request received by [`HookServer`].
 #[derive(Debug, Clone)]

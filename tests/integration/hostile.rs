@@ -15,19 +15,9 @@ use std::{
 use configmapwatch::{Step, Swap};
 use serde_json::{Value, json};
 
-use crate::helper::{Running, Vol, bin};
+use crate::helper::{Running, Vol, bin, watch_json};
 
 const GOOD: &str = r#"{"good":1}"#;
-
-fn watch(vol: &Vol, extra: &[&str]) -> Running {
-    let mut cmd = bin();
-    cmd.args(["-o", "json", "-i", "10ms", "-d"])
-        .arg(vol.path())
-        .args(extra);
-    let run = Running::spawn(cmd);
-    run.event_for("initial", &vol.target());
-    run
-}
 
 /// The data directory being written (not yet swapped in).
 fn new_data_dir(vol: &Vol) -> PathBuf {
@@ -117,7 +107,7 @@ fn hostile_keys_are_refused_and_the_watcher_goes_on() {
     for (what, tamper, needle) in cases {
         let vol = vol!();
         vol.publish(&[("config.json", GOOD)]);
-        let run = watch(&vol, &[]);
+        let run = watch_json(&vol, &[]);
         let version = publish_tampered(&vol, &[("other", "x")], tamper);
         println!("hostile: {what}");
         assert_rejected(
@@ -135,7 +125,7 @@ fn hostile_keys_are_refused_and_the_watcher_goes_on() {
 fn a_non_utf8_key_name_is_refused_by_name() {
     let vol = vol!();
     vol.publish(&[("a.json", "1")]);
-    let run = watch(&vol, &["--all-keys"]);
+    let run = watch_json(&vol, &["--all-keys"]);
     let version = publish_tampered(&vol, &[("a.json", "2")], |d| {
         fs::write(d.join(std::ffi::OsStr::from_bytes(b"bad\xffname")), "x").unwrap();
     });
@@ -150,7 +140,7 @@ fn bad_data_targets_are_refused_and_the_watcher_goes_on() {
     for target in ["/etc", "../outside", "..with/slash", "..data", "..missing"] {
         let vol = vol!();
         vol.publish(&[("config.json", GOOD)]);
-        let run = watch(&vol, &[]);
+        let run = watch_json(&vol, &[]);
         vol.point_data_at(target);
         let e = run.event();
         assert_eq!(
@@ -243,7 +233,7 @@ fn a_volume_on_tmpfs_is_followed() {
         tmp,
     };
     vol.publish(&[("config.json", GOOD)]);
-    let run = watch(&vol, &[]);
+    let run = watch_json(&vol, &[]);
     let next = vol.publish(&[("config.json", r#"{"good":2}"#)]);
     let e = run.event_for("change", &next);
     assert_eq!(e["config"], json!({"good": 2}));
