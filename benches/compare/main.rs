@@ -302,11 +302,13 @@ mod linux {
                     plan.fuse_updates,
                     (ms(150), ms(350)),
                 );
-                let _ = Command::new("fusermount3")
+                let unmounted = Command::new("fusermount3")
                     .arg("-u")
                     .arg(&mountpoint)
                     .status();
-                let _ = Command::new("umount").arg(&mountpoint).status();
+                if !unmounted.is_ok_and(|s| s.success()) {
+                    let _ = Command::new("umount").arg(&mountpoint).status();
+                }
                 Ok(result)
             }
             Err(reason) => {
