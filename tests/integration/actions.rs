@@ -8,8 +8,8 @@ use std::{fs, process::Command};
 use serde_json::{Value, json};
 
 #[cfg(unix)]
-use crate::helper::{DEADLINE, wait_until};
-use crate::helper::{HookServer, Running, bin, watch_json};
+use crate::helper::{DEADLINE, bin, wait_until};
+use crate::helper::{HookServer, Running, watch_json};
 
 /// The next action event (skipping watcher events).
 fn action(run: &Running) -> Value {
