@@ -121,8 +121,9 @@ pub struct WatchArgs {
 pub struct ActionArgs {
     /// Run a command: the new config on its stdin (compact JSON);
     /// CONFIGMAPWATCH_VERSION, _PREVIOUS_VERSION, _DIR and _EVENT in its
-    /// environment. Every argument after --exec belongs to the command, so
-    /// put it last. [env: CONFIGMAPWATCH_EXEC, split on spaces]
+    /// environment. Every argument after --exec (or after `--exec --`)
+    /// belongs to the command, so put it last. [env: CONFIGMAPWATCH_EXEC,
+    /// split on spaces]
     #[arg(long, value_name = "PROGRAM [ARGS]", num_args = 1.., allow_hyphen_values = true)]
     pub exec: Vec<String>,
 
@@ -277,6 +278,8 @@ impl ActionArgs {
                 .unwrap_or_default(),
             false => self.exec.clone(),
         };
+        // `--exec -- prog args` is as natural as `--exec prog args`.
+        let exec = exec.strip_prefix(&["--".to_owned()]).unwrap_or(&exec);
         if let Some((program, args)) = exec.split_first() {
             list.push(Action::Exec(Exec {
                 program: program.clone(),

@@ -367,3 +367,31 @@ fn sigterm_waits_for_a_running_action_at_most_the_shutdown_timeout() {
     let a = action(&run);
     assert_eq!((&a["ok"], &a["version"]), (&json!(true), &json!(v3)));
 }
+
+/// `--exec -- PROGRAM ARGS` works like `--exec PROGRAM ARGS`.
+#[cfg(unix)]
+#[test]
+fn exec_accepts_a_double_dash_before_the_command() {
+    let vol = vol!();
+    vol.publish(&[("config.json", "1")]);
+    let out = vol.tmp.path().join("ran");
+    let mut cmd = bin();
+    cmd.env("OUT", &out)
+        .args(["-o", "json", "-i", "10ms", "--on-start", "-d"])
+        .arg(vol.path())
+        .args([
+            "--exec",
+            "--",
+            "sh",
+            "-c",
+            r#"echo "$CONFIGMAPWATCH_EVENT" > "$OUT""#,
+        ]);
+    let run = Running::spawn(cmd);
+    let a = action(&run);
+    assert_eq!(
+        (&a["action"], &a["ok"]),
+        (&json!("exec"), &json!(true)),
+        "{a}"
+    );
+    assert_eq!(fs::read_to_string(&out).unwrap(), "initial\n");
+}
