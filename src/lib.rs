@@ -35,7 +35,7 @@ pub mod watcher;
 pub mod writer;
 
 pub use config::Selector;
-pub use error::{Error, Result};
+pub use error::{Error, Result, error_chain};
 pub use event::{Event, EventKind, OutputFormat};
 pub use volume::{Layout, ReadStep, Snapshot, Volume};
 pub use watcher::{

@@ -36,15 +36,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Some(Command::Demo) => {
-            demo::run(&mut io::stdout()).map_err(|e| {
-                let mut message = format!("demo failed: {e}");
-                let mut cause = std::error::Error::source(&*e);
-                while let Some(c) = cause {
-                    message.push_str(&format!(": {c}"));
-                    cause = c.source();
-                }
-                message
-            })?;
+            demo::run(&mut io::stdout())
+                .map_err(|e| format!("demo failed: {}", configmapwatch::error_chain(&*e)))?;
         }
         Some(Command::Publish(args)) => {
             let payload = args.payload().map_err(|e| e.chain())?;

@@ -266,8 +266,7 @@ impl Watcher {
                 "{}: ..data appeared; watching it as a ConfigMap volume",
                 self.volume.dir().display()
             );
-            self.mode = Mode::ConfigMap;
-            self.target.clear();
+            self.enter(Mode::ConfigMap);
             return self.check_configmap();
         }
         let detected_at = SystemTime::now();
@@ -328,8 +327,7 @@ impl Watcher {
             }
             Layout::ConfigMap => {
                 info!("{dir}: watching a ConfigMap volume (..data)");
-                self.mode = Mode::ConfigMap;
-                self.target.clear();
+                self.enter(Mode::ConfigMap);
                 self.check_configmap()
             }
             Layout::Plain => {
@@ -341,9 +339,7 @@ impl Watcher {
                     );
                     self.warned_plain = true;
                 }
-                self.mode = Mode::Plain;
-                self.fingerprints.clear();
-                self.plain_version = None;
+                self.enter(Mode::Plain);
                 self.check_plain()
             }
         }
@@ -357,8 +353,17 @@ impl Watcher {
             );
             self.waiting_logged = Some(Instant::now());
         }
-        self.mode = Mode::Waiting;
+        self.enter(Mode::Waiting);
+    }
+
+    /// Switches mode with fresh per-mode state, so that nothing seen in one
+    /// mode (a target, fingerprints, a reported error) leaks into the next.
+    fn enter(&mut self, mode: Mode) {
+        self.mode = mode;
         self.target.clear();
+        self.fingerprints.clear();
+        self.plain_version = None;
+        self.plain_error = false;
     }
 
     /// Decides what a freshly read snapshot means for the config.

@@ -79,7 +79,7 @@ impl Webhook {
                 true => format!("{display}: https is not supported by this build (plain HTTP only; for TLS use --exec with curl)"),
                 false => format!("{display}: not an http:// URL"),
             })?;
-        if rest.split(['/', '?', '#']).next().is_none_or(str::is_empty) {
+        if authority(rest).is_empty() {
             return Err(format!("{display}: no host"));
         }
         ureq::http::Method::from_bytes(options.method.as_bytes())
