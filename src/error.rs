@@ -5,38 +5,33 @@ use std::{io, path::PathBuf};
 
 /// Everything that can go wrong while reading, parsing or writing a volume.
 ///
-/// Errors fall in two groups (see [`Error::is_retryable`]): passing states of
-/// a volume that is being written (try again on the next tick), and problems
-/// with the content itself (reported once per version; the last good config
-/// stays in force).
-#[derive(Debug, thiserror::Error)]
+/// Every error says what kind it is ([`Error::kind`]): a problem with a
+/// version's content (it sticks to that version), a passing fault (retried on
+/// the next tick), or a mistake in what the writer was asked to do.
+#[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// An I/O operation failed on `path`.
-    #[error("{path}: {action}")]
     Io {
         /// The file or directory concerned.
         path: PathBuf,
         /// What was being done, e.g. "cannot read".
         action: &'static str,
         /// The operating system's error.
-        #[source]
         source: io::Error,
     },
     /// The volume directory does not exist (yet).
-    #[error("{path}: directory does not exist")]
     DirMissing {
         /// The volume directory.
         path: PathBuf,
     },
     /// `..data` is missing in a ConfigMap volume: the Windows-style swap is
     /// under way, or the volume has not been written yet.
-    #[error("{path}: ..data is missing (a swap is in progress or the volume is not written yet)")]
     DataLinkMissing {
         /// The `..data` path.
         path: PathBuf,
     },
     /// `..data` points somewhere a kubelet never points it.
-    #[error("{path}: refusing ..data target {target:?}: {reason}")]
     BadTarget {
         /// The `..data` path.
         path: PathBuf,
@@ -47,7 +42,6 @@ pub enum Error {
     },
     /// An entry of the data directory was refused (not a regular file, too
     /// large, unreadable name).
-    #[error("key {key}: {reason}")]
     Refused {
         /// The key (path relative to the data directory).
         key: String,
@@ -55,18 +49,15 @@ pub enum Error {
         reason: String,
     },
     /// A key could not be read.
-    #[error("key {key}: cannot read {path}")]
     ReadKey {
         /// The key.
         key: String,
         /// The file's full path.
         path: PathBuf,
         /// The operating system's error.
-        #[source]
         source: io::Error,
     },
     /// The configured key is not in the volume.
-    #[error("key {key} not found in {version}")]
     MissingKey {
         /// The key that was asked for.
         key: String,
@@ -74,7 +65,6 @@ pub enum Error {
         version: String,
     },
     /// A key holds invalid JSON.
-    #[error("key {key}: invalid JSON at line {line}, column {column}: {message}")]
     Json {
         /// The key.
         key: String,
@@ -86,13 +76,11 @@ pub enum Error {
         message: String,
     },
     /// A text key (in `--all-keys` mode) is not UTF-8.
-    #[error("key {key}: not valid UTF-8 text (binary keys cannot be carried in the config object)")]
     NotText {
         /// The key.
         key: String,
     },
     /// The volume changed under the reader on every attempt.
-    #[error("{path}: the volume kept changing while being read ({attempts} attempts)")]
     Unstable {
         /// The volume directory.
         path: PathBuf,
@@ -100,7 +88,6 @@ pub enum Error {
         attempts: u32,
     },
     /// A key name cannot be written (writer side).
-    #[error("invalid key {key:?}: {reason}")]
     InvalidKey {
         /// The key as given.
         key: String,
@@ -108,26 +95,54 @@ pub enum Error {
         reason: &'static str,
     },
     /// Windows refused to create a symlink.
-    #[error(
-        "{path}: Windows refused to create a symlink; enable Developer Mode (Settings > System > For developers) or run as administrator"
-    )]
     SymlinkPrivilege {
         /// The link that could not be created.
         path: PathBuf,
         /// The operating system's error.
-        #[source]
         source: io::Error,
     },
 }
 
+/// What kind of error it is, which decides what the watcher does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The version's content cannot be used (bad syntax, a missing key, a
+    /// refused file type, a file over the cap, a bad `..data` target). It
+    /// sticks to that version: reported once, the last good config stays,
+    /// and only a new version is read again.
+    Content,
+    /// A passing fault (EMFILE, EIO, a swap under way, the directory not
+    /// there yet): never taken as a verdict on the version, which is read
+    /// again on the next tick.
+    Transient,
+    /// The writer was asked for something it cannot do (an invalid key,
+    /// no symlink privilege).
+    Usage,
+}
+
 impl Error {
-    /// True for passing states of a volume being written: the next attempt
-    /// may well succeed, so the watcher retries instead of reporting.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::DataLinkMissing { .. } | Error::Unstable { .. } | Error::DirMissing { .. }
-        )
+    /// What kind of error this is. Every variant is named here, so a new
+    /// one cannot be added without deciding its kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. }
+            | Error::DirMissing { .. }
+            | Error::DataLinkMissing { .. }
+            | Error::ReadKey { .. }
+            | Error::Unstable { .. } => ErrorKind::Transient,
+            Error::BadTarget { .. }
+            | Error::Refused { .. }
+            | Error::MissingKey { .. }
+            | Error::Json { .. }
+            | Error::NotText { .. } => ErrorKind::Content,
+            Error::InvalidKey { .. } | Error::SymlinkPrivilege { .. } => ErrorKind::Usage,
+        }
+    }
+
+    /// True for passing faults: the next attempt may well succeed.
+    pub fn is_transient(&self) -> bool {
+        self.kind() == ErrorKind::Transient
     }
 
     /// The key this error concerns, when there is one (`..data` for a bad
@@ -155,6 +170,69 @@ impl Error {
             path: path.into(),
             action,
             source,
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Io { path, action, .. } => write!(f, "{}: {action}", path.display()),
+            Error::DirMissing { path } => write!(f, "{}: directory does not exist", path.display()),
+            Error::DataLinkMissing { path } => write!(
+                f,
+                "{}: ..data is missing (a swap is in progress or the volume is not written yet)",
+                path.display()
+            ),
+            Error::BadTarget {
+                path,
+                target,
+                reason,
+            } => write!(
+                f,
+                "{}: refusing ..data target {target:?}: {reason}",
+                path.display()
+            ),
+            Error::Refused { key, reason } => write!(f, "key {key}: {reason}"),
+            Error::ReadKey { key, path, .. } => {
+                write!(f, "key {key}: cannot read {}", path.display())
+            }
+            Error::MissingKey { key, version } => write!(f, "key {key} not found in {version}"),
+            Error::Json {
+                key,
+                line,
+                column,
+                message,
+            } => write!(
+                f,
+                "key {key}: invalid JSON at line {line}, column {column}: {message}"
+            ),
+            Error::NotText { key } => write!(
+                f,
+                "key {key}: not valid UTF-8 text (binary keys cannot be carried in the config object)"
+            ),
+            Error::Unstable { path, attempts } => write!(
+                f,
+                "{}: the volume kept changing while being read ({attempts} attempts)",
+                path.display()
+            ),
+            Error::InvalidKey { key, reason } => write!(f, "invalid key {key:?}: {reason}"),
+            Error::SymlinkPrivilege { path, .. } => write!(
+                f,
+                "{}: Windows refused to create a symlink; enable Developer Mode (Settings > System > For developers) or run as administrator",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. }
+            | Error::ReadKey { source, .. }
+            | Error::SymlinkPrivilege { source, .. } => Some(source),
+            _ => None,
         }
     }
 }

@@ -9,7 +9,6 @@
 //! - [`watcher`] is the poll loop: [`Watcher::check`] is one tick,
 //!   [`Watcher::run`] loops until a [`Shutdown`] fires.
 //! - [`writer`] writes a volume exactly as the kubelet does (`publish`).
-//! - [`app`] and [`demo`] are the command-line tool's commands.
 //!
 //! ```no_run
 //! use configmapwatch::{WatchOptions, Watcher, shutdown_channel};
@@ -24,10 +23,9 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "actions")]
 pub mod actions;
-pub mod app;
 pub mod config;
-pub mod demo;
 mod error;
 pub mod event;
 pub mod volume;
@@ -35,11 +33,11 @@ pub mod watcher;
 pub mod writer;
 
 pub use config::Selector;
-pub use error::{Error, Result, error_chain};
+pub use error::{Error, ErrorKind, Result, error_chain};
 pub use event::{Event, EventKind, OutputFormat};
 pub use volume::{Layout, ReadStep, Snapshot, Volume};
 pub use watcher::{
-    EventHandler, Shutdown, ShutdownListener, WatchOptions, Watcher, shutdown_channel,
+    EventHandler, Shutdown, ShutdownListener, Validator, WatchOptions, Watcher, shutdown_channel,
 };
 pub use writer::{AtomicWriter, Outcome, Payload, Step, Swap};
 

@@ -116,9 +116,23 @@ enum Mode {
     Plain,
 }
 
+/// Checks a parsed config before it is accepted: given the snapshot it came
+/// from and the config, an `Err` makes the version an error event (the last
+/// good config stays). Typed handles deserialize here.
+pub type Validator = Box<dyn FnMut(&Snapshot, &Value) -> Result<(), Error> + Send>;
+
+struct ValidatorSlot(Option<Validator>);
+
+impl std::fmt::Debug for ValidatorSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
+}
+
 /// Keeps a config in step with a volume.
 #[derive(Debug)]
 pub struct Watcher {
+    validator: ValidatorSlot,
     volume: Volume,
     selector: Selector,
     interval: Duration,
@@ -143,6 +157,7 @@ impl Watcher {
     /// A watcher; nothing is read until the first [`check`](Self::check).
     pub fn new(options: WatchOptions) -> Self {
         Watcher {
+            validator: ValidatorSlot(None),
             volume: Volume::new(options.dir, options.max_file_size),
             selector: options.selector,
             interval: options.interval,
@@ -157,6 +172,12 @@ impl Watcher {
             waiting_logged: None,
             warned_plain: false,
         }
+    }
+
+    /// Runs `validator` on every parsed config before accepting it.
+    pub fn with_validator(mut self, validator: Validator) -> Self {
+        self.validator = ValidatorSlot(Some(validator));
+        self
     }
 
     /// The last good config, if there has been one.
@@ -245,7 +266,7 @@ impl Watcher {
                 self.target.extend_from_slice(snapshot.version.as_bytes());
                 self.evaluate(snapshot, detected_at)
             }
-            Err(e) if e.is_retryable() => {
+            Err(e) if e.is_transient() => {
                 debug!("{}; retrying next tick", e.chain());
                 self.target.clear();
                 None
@@ -304,7 +325,7 @@ impl Watcher {
                 self.plain_version = Some(snapshot.version.clone());
                 self.evaluate(snapshot, detected_at)
             }
-            Err(e) if e.is_retryable() => {
+            Err(e) if e.is_transient() => {
                 self.fingerprints.clear();
                 None
             }
@@ -371,7 +392,14 @@ impl Watcher {
         let lag = snapshot
             .swapped_at
             .map(|swapped| detected_at.duration_since(swapped).unwrap_or_default());
-        match self.selector.extract(&snapshot) {
+        let validated =
+            self.selector
+                .extract(&snapshot)
+                .and_then(|config| match &mut self.validator.0 {
+                    Some(validate) => validate(&snapshot, &config).map(|()| config),
+                    None => Ok(config),
+                });
+        match validated {
             Ok(config) => {
                 let kind = match &self.current {
                     None => EventKind::Initial,

@@ -127,7 +127,7 @@ fn check_case(
                     last = n;
                 }
             }
-            Err(e) => prop_assert!(e.is_retryable(), "not retryable: {}", e),
+            Err(e) => prop_assert!(e.is_transient(), "not retryable: {}", e),
         }
         lockstep.advance();
     }

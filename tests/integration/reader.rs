@@ -59,7 +59,7 @@ fn reader_is_consistent_at_every_writer_step() {
             );
             match (step, read(&mut volume)) {
                 (Step::DataLinkRemoved, Err(e)) => {
-                    assert!(e.is_retryable(), "{e}");
+                    assert!(e.is_transient(), "{e}");
                     assert!(matches!(e, Error::DataLinkMissing { .. }));
                 }
                 (_, Ok((version, files))) if swapped => {
@@ -146,7 +146,7 @@ fn a_crashed_writer_leaves_a_readable_volume() {
         let mut volume = Volume::new(vol.path(), 1 << 20);
         match stop {
             Step::DataLinkRemoved => {
-                assert!(read(&mut volume).unwrap_err().is_retryable());
+                assert!(read(&mut volume).unwrap_err().is_transient());
                 assert!(exists(&vol, "..data_tmp"), "a leftover ..data_tmp");
             }
             Step::DataDirCreated | Step::FilesWritten | Step::TmpLinkCreated => {

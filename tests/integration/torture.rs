@@ -223,7 +223,7 @@ fn torture(writer: Writer) {
                 check_order(stamp, "snapshots");
                 snapshots += 1;
             }
-            Err(e) if e.is_retryable() => retries += 1,
+            Err(e) if e.is_transient() => retries += 1,
             Err(e) => panic!("{writer:?}: {e}"),
         }
     }

@@ -12,7 +12,7 @@ use std::{
 
 use serde_json::json;
 
-use crate::{
+use configmapwatch::{
     event::{Event, EventKind},
     watcher::{WatchOptions, Watcher, shutdown_channel},
     writer::{AtomicWriter, Outcome, Payload},

@@ -3,11 +3,13 @@
 //! (0 success, 1 failure or invalid config with `--once`, 2 usage error).
 
 mod cli;
+mod demo;
+mod watch;
 
 use std::{io, process::ExitCode};
 
 use clap::{CommandFactory, Parser, error::ErrorKind};
-use configmapwatch::{AtomicWriter, Outcome, app, demo, shutdown_channel};
+use configmapwatch::{AtomicWriter, Outcome, shutdown_channel};
 
 use cli::{Cli, Command};
 
@@ -59,7 +61,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 .settings()
                 .unwrap_or_else(|e| Cli::command().error(ErrorKind::ValueValidation, e).exit());
             if cli.watch.once {
-                return Ok(match app::once(&settings, &mut io::stdout()) {
+                return Ok(match watch::once(&settings, &mut io::stdout()) {
                     true => ExitCode::SUCCESS,
                     false => ExitCode::FAILURE,
                 });
@@ -67,7 +69,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let (shutdown, listener) = shutdown_channel();
             ctrlc::set_handler(move || shutdown.trigger())
                 .map_err(|e| format!("cannot handle signals: {e}"))?;
-            app::watch(&settings, &listener, io::stdout());
+            watch::watch(&settings, &listener, io::stdout());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -10,8 +10,9 @@ use configmapwatch::{
     actions::{
         Action, Actions, Exec, PidSource, SignalAction, Webhook, WebhookOptions, parse_header,
     },
-    app::Settings,
 };
+
+use crate::watch::Settings;
 use log::LevelFilter;
 
 const EXAMPLES: &str = "\

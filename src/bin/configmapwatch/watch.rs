@@ -1,4 +1,4 @@
-//! Running the watch command: the validated settings, the loop printing one
+//! The watch command: the validated settings, the loop printing one
 //! line per event to an output and handing good changes to the actions, and
 //! `--once`.
 
@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use crate::{
+use configmapwatch::{
     actions::{ActionRunner, Actions},
     event::{Event, EventKind, OutputFormat},
     volume::Layout,
