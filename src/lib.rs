@@ -37,7 +37,8 @@ pub use error::{Error, ErrorKind, Result, error_chain};
 pub use event::{Event, EventKind, OutputFormat};
 pub use volume::{Layout, ReadStep, Snapshot, Volume};
 pub use watcher::{
-    EventHandler, Shutdown, ShutdownListener, Validator, WatchOptions, Watcher, shutdown_channel,
+    EventHandler, Heartbeat, Shutdown, ShutdownListener, Validator, WatchOptions, Watcher,
+    shutdown_channel,
 };
 pub use writer::{AtomicWriter, Outcome, Payload, Step, Swap};
 

@@ -8,7 +8,11 @@
 
 use std::{
     path::PathBuf,
-    sync::{Arc, mpsc},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -121,6 +125,38 @@ enum Mode {
 /// good config stays). Typed handles deserialize here.
 pub type Validator = Box<dyn FnMut(&Snapshot, &Value) -> Result<(), Error> + Send>;
 
+/// Proof of life of a watcher's loop, readable from any thread (for
+/// liveness probes and metrics): updated with atomics on every tick, so
+/// the idle path takes no lock and allocates nothing.
+#[derive(Debug, Default)]
+pub struct Heartbeat {
+    ticks: AtomicU64,
+    last_tick_unix_ms: AtomicU64,
+}
+
+impl Heartbeat {
+    /// How many ticks have run.
+    pub fn ticks(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
+
+    /// When the last tick ran, if one has.
+    pub fn last_tick(&self) -> Option<SystemTime> {
+        match self.last_tick_unix_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+
+    fn beat(&self) {
+        self.ticks.fetch_add(1, Ordering::Relaxed);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64);
+        self.last_tick_unix_ms.store(now, Ordering::Relaxed);
+    }
+}
+
 struct ValidatorSlot(Option<Validator>);
 
 impl std::fmt::Debug for ValidatorSlot {
@@ -133,6 +169,7 @@ impl std::fmt::Debug for ValidatorSlot {
 #[derive(Debug)]
 pub struct Watcher {
     validator: ValidatorSlot,
+    heartbeat: Arc<Heartbeat>,
     volume: Volume,
     selector: Selector,
     interval: Duration,
@@ -158,6 +195,7 @@ impl Watcher {
     pub fn new(options: WatchOptions) -> Self {
         Watcher {
             validator: ValidatorSlot(None),
+            heartbeat: Arc::default(),
             volume: Volume::new(options.dir, options.max_file_size),
             selector: options.selector,
             interval: options.interval,
@@ -178,6 +216,11 @@ impl Watcher {
     pub fn with_validator(mut self, validator: Validator) -> Self {
         self.validator = ValidatorSlot(Some(validator));
         self
+    }
+
+    /// The loop's heartbeat, shared: updated on every [`check`](Self::check).
+    pub fn heartbeat(&self) -> Arc<Heartbeat> {
+        self.heartbeat.clone()
     }
 
     /// The last good config, if there has been one.
@@ -207,6 +250,7 @@ impl Watcher {
 
     /// One tick: looks at the volume and returns what changed, if anything.
     pub fn check(&mut self) -> Option<Event> {
+        self.heartbeat.beat();
         match self.mode {
             Mode::ConfigMap => self.check_configmap(),
             Mode::Plain => self.check_plain(),

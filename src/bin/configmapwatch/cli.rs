@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use configmapwatch::{
-    OutputFormat, Payload, Selector, Swap, WatchOptions,
+    OutputFormat, Selector, WatchOptions,
     actions::{
         Action, Actions, Exec, PidSource, SignalAction, Webhook, WebhookOptions, parse_header,
     },
@@ -65,7 +65,7 @@ pub enum Command {
     /// Write or update a directory exactly as the kubelet updates a ConfigMap
     /// volume (atomic `..data` swap). The payload replaces the previous one:
     /// keys not given are removed.
-    Publish(PublishArgs),
+    Publish(crate::publish::PublishArgs),
     /// Show the main job on a built-in example: a temporary volume, three
     /// kubelet-style updates, what is detected and how late.
     Demo,
@@ -217,35 +217,6 @@ pub enum Output {
     Json,
 }
 
-/// How `..data` is switched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SwapArg {
-    /// rename(..data_tmp, ..data): atomic, as on Linux.
-    Rename,
-    /// Remove ..data, then create it: as the kubelet on Windows.
-    Windows,
-}
-
-/// Options of `publish`; names follow `kubectl create configmap`.
-#[derive(Debug, Args)]
-pub struct PublishArgs {
-    /// The volume directory to write (created if missing).
-    #[arg(short, long, env = "CONFIGMAPWATCH_DIR")]
-    pub dir: PathBuf,
-
-    /// A file (key: its name), a directory (each file in it), or KEY=PATH.
-    #[arg(long, value_name = "[KEY=]PATH")]
-    pub from_file: Vec<String>,
-
-    /// A key and its value.
-    #[arg(long, value_name = "KEY=VALUE")]
-    pub from_literal: Vec<String>,
-
-    /// How to swap ..data [default: this platform's kubelet's way].
-    #[arg(long, value_enum)]
-    pub swap: Option<SwapArg>,
-}
-
 impl WatchArgs {
     /// The validated settings the library runs with; an error is a usage
     /// error.
@@ -311,29 +282,6 @@ impl ActionArgs {
             shutdown_timeout: self.shutdown_timeout,
             dir: dir.to_owned(),
         })
-    }
-}
-
-impl PublishArgs {
-    /// The payload to write, read from the named files and literals.
-    pub fn payload(&self) -> configmapwatch::Result<Payload> {
-        let mut payload = Payload::new();
-        for spec in &self.from_file {
-            payload.add_from_file(spec)?;
-        }
-        for spec in &self.from_literal {
-            payload.add_from_literal(spec)?;
-        }
-        Ok(payload)
-    }
-
-    /// The swap style asked for.
-    pub fn swap(&self) -> Swap {
-        match self.swap {
-            None => Swap::default(),
-            Some(SwapArg::Rename) => Swap::Rename,
-            Some(SwapArg::Windows) => Swap::RemoveThenCreate,
-        }
     }
 }
 

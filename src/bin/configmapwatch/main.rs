@@ -4,12 +4,13 @@
 
 mod cli;
 mod demo;
+mod publish;
 mod watch;
 
 use std::{io, process::ExitCode};
 
 use clap::{CommandFactory, Parser, error::ErrorKind};
-use configmapwatch::{AtomicWriter, Outcome, shutdown_channel};
+use configmapwatch::shutdown_channel;
 
 use cli::{Cli, Command};
 
@@ -41,20 +42,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             demo::run(&mut io::stdout())
                 .map_err(|e| format!("demo failed: {}", configmapwatch::error_chain(&*e)))?;
         }
-        Some(Command::Publish(args)) => {
-            let payload = args.payload().map_err(|e| e.chain())?;
-            let writer = AtomicWriter::new(&args.dir).with_swap(args.swap());
-            match writer.write(&payload).map_err(|e| e.chain())? {
-                Outcome::Written { version, previous } => match previous {
-                    Some(previous) => println!("published {version} (replacing {previous})"),
-                    None => println!("published {version}"),
-                },
-                Outcome::Unchanged { version } => {
-                    println!("unchanged: {version} already holds this payload")
-                }
-                Outcome::Interrupted { .. } => unreachable!("no hook stops this writer"),
-            }
-        }
+        Some(Command::Publish(args)) => publish::run(&args)?,
         None => {
             let settings = cli
                 .watch
