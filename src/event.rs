@@ -32,6 +32,59 @@ impl EventKind {
     }
 }
 
+/// How long after the kubelet's swap a version was detected: detection time
+/// minus the `..data` symlink's mtime (set microseconds before the rename
+/// that swaps it in).
+///
+/// For the `initial` event this is the volume's age, not a detection lag:
+/// the version was swapped in before the watcher started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct Lag {
+    /// Detection minus swap, in seconds. Negative when this node's clock
+    /// and the volume's timestamps disagree (clock skew): reported as it
+    /// is, never clamped to zero.
+    pub seconds: f64,
+    /// How precise the swap time is: `None` for sub-second timestamps;
+    /// `Some(1 s)` on a filesystem that keeps whole seconds (ext4 with
+    /// 128-byte inodes, some FUSE and NFS setups), where the mtime is the
+    /// swap time rounded down, so the true lag lies in
+    /// (`seconds` − 1 s, `seconds`]: `seconds` is an upper bound.
+    pub resolution: Option<Duration>,
+}
+
+impl Lag {
+    /// The lag of a version swapped in at `swapped` and detected at
+    /// `detected`.
+    pub fn between(swapped: SystemTime, detected: SystemTime) -> Self {
+        let seconds = match detected.duration_since(swapped) {
+            Ok(d) => d.as_secs_f64(),
+            Err(e) => -e.duration().as_secs_f64(),
+        };
+        // A timestamp with no sub-second part is, with overwhelming
+        // likelihood (1 in 10^9 otherwise), from a filesystem that keeps
+        // whole seconds.
+        let coarse = swapped
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .is_ok_and(|d| d.subsec_nanos() == 0);
+        Lag {
+            seconds,
+            resolution: coarse.then_some(Duration::from_secs(1)),
+        }
+    }
+
+    /// The lag in milliseconds when it is precise; `None` when only an
+    /// upper bound is known.
+    pub fn precise_ms(&self) -> Option<f64> {
+        self.resolution.is_none().then(|| round_ms(self.seconds))
+    }
+
+    /// The largest the lag can be, in milliseconds.
+    pub fn max_ms(&self) -> f64 {
+        round_ms(self.seconds)
+    }
+}
+
 /// One report from the watcher.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -43,8 +96,9 @@ pub struct Event {
     pub previous_version: Option<String>,
     /// When the watcher noticed the change.
     pub detected_at: SystemTime,
-    /// How long after the kubelet's swap it was noticed (ConfigMap mode).
-    pub lag: Option<Duration>,
+    /// How long after the kubelet's swap it was noticed (ConfigMap mode);
+    /// for the initial event, the volume's age.
+    pub lag: Option<Lag>,
     /// The config in force after this event: the new one, or on an error
     /// the last good one (`None` if there never was one).
     pub config: Option<Arc<Value>>,
@@ -66,14 +120,30 @@ pub enum OutputFormat {
 
 impl Event {
     /// The event as the JSON object of `--output json`.
+    ///
+    /// The time since the swap is `age_ms` on the initial event (the
+    /// volume's age) and `lag_ms` otherwise. On a filesystem with
+    /// whole-second timestamps `lag_ms` is null and `lag_max_ms` with
+    /// `lag_resolution_ms` bound it instead.
     pub fn to_json(&self) -> Value {
         let mut object = json!({
             "event": self.kind.as_str(),
             "version": self.version,
+            "previous_version": self.previous_version,
             "detected_at": rfc3339(self.detected_at),
-            "lag_ms": self.lag.map(duration_ms),
             "config": self.config.as_deref(),
         });
+        let since = if self.kind == EventKind::Initial {
+            "age_ms"
+        } else {
+            "lag_ms"
+        };
+        object[since] = json!(self.lag.and_then(|l| l.precise_ms()));
+        if let Some(lag) = self.lag.filter(|l| l.resolution.is_some()) {
+            object[format!("{}_max_ms", &since[..since.len() - 3])] = json!(lag.max_ms());
+            object[format!("{}_resolution_ms", &since[..since.len() - 3])] =
+                json!(lag.resolution.map(|r| r.as_millis() as u64));
+        }
         if let Some(key) = &self.key {
             object["key"] = json!(key);
         }
@@ -83,22 +153,30 @@ impl Event {
         object
     }
 
-    /// The event as one human-readable line.
+    /// The event as one human-readable line. The time since the swap reads
+    /// `age=` on the initial event, `lag=` otherwise, and `lag<=` where the
+    /// filesystem's timestamps only bound it.
     pub fn to_text(&self) -> String {
-        let lag = match self.lag {
-            Some(lag) => format!("{:.1}ms", duration_ms(lag)),
-            None => "-".into(),
+        let name = if self.kind == EventKind::Initial {
+            "age"
+        } else {
+            "lag"
+        };
+        let since = match self.lag {
+            Some(lag) if lag.resolution.is_some() => format!("{name}<={:.1}ms", lag.max_ms()),
+            Some(lag) => format!("{name}={:.1}ms", lag.max_ms()),
+            None => format!("{name}=-"),
         };
         let config = self
             .config
             .as_deref()
             .map_or_else(|| "null".into(), Value::to_string);
         let mut line = format!(
-            "{} {:<7} version={} lag={}",
+            "{} {:<7} version={} {}",
             rfc3339(self.detected_at),
             self.kind.as_str(),
             self.version,
-            lag
+            since
         );
         if let Some(error) = &self.error {
             line.push_str(&format!(
@@ -128,8 +206,9 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_nanos(t).to_string()
 }
 
-fn duration_ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
+/// Seconds to milliseconds, rounded to the microsecond.
+fn round_ms(seconds: f64) -> f64 {
+    (seconds * 1e6).round() / 1e3
 }
 
 #[cfg(test)]
@@ -143,7 +222,10 @@ mod tests {
             previous_version: Some("..v1".into()),
             // 500 ns: Windows clocks count in 100 ns steps.
             detected_at: SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 500),
-            lag: Some(Duration::from_micros(12_345)),
+            lag: Some(Lag {
+                seconds: 0.012_345,
+                resolution: None,
+            }),
             config: Some(Arc::new(json!({"a": 1}))),
             key: None,
             error: None,
@@ -155,7 +237,7 @@ mod tests {
         let v = event(EventKind::Change).to_json();
         assert_eq!(
             v,
-            json!({"event": "change", "version": "..v2",
+            json!({"event": "change", "version": "..v2", "previous_version": "..v1",
                    "detected_at": "2023-11-14T22:13:20.000000500Z",
                    "lag_ms": 12.345, "config": {"a": 1}})
         );
@@ -173,7 +255,33 @@ mod tests {
     fn text_line_has_time_event_version_lag_config() {
         assert_eq!(
             event(EventKind::Initial).to_text(),
-            r#"2023-11-14T22:13:20.000000500Z initial version=..v2 lag=12.3ms config={"a":1}"#
+            r#"2023-11-14T22:13:20.000000500Z initial version=..v2 age=12.3ms config={"a":1}"#
         );
+    }
+
+    #[test]
+    fn initial_reports_age_and_coarse_timestamps_bound_the_lag() {
+        let initial = event(EventKind::Initial).to_json();
+        assert_eq!(
+            (initial.get("lag_ms"), &initial["age_ms"]),
+            (None, &json!(12.345))
+        );
+
+        let swapped = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut e = event(EventKind::Change);
+        e.lag = Some(Lag::between(swapped, swapped + Duration::from_millis(987)));
+        let v = e.to_json();
+        assert_eq!(
+            (&v["lag_ms"], &v["lag_max_ms"], &v["lag_resolution_ms"]),
+            (&Value::Null, &json!(987.0), &json!(1000))
+        );
+        assert!(e.to_text().contains(" lag<=987.0ms "), "{}", e.to_text());
+    }
+
+    #[test]
+    fn clock_skew_gives_a_negative_lag_not_zero() {
+        let swapped = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 5);
+        let lag = Lag::between(swapped, swapped - Duration::from_millis(3));
+        assert_eq!((lag.precise_ms(), lag.resolution), (Some(-3.0), None));
     }
 }

@@ -34,7 +34,7 @@ pub mod writer;
 
 pub use config::Selector;
 pub use error::{Error, ErrorKind, Result, error_chain};
-pub use event::{Event, EventKind, OutputFormat};
+pub use event::{Event, EventKind, Lag, OutputFormat};
 pub use volume::{Layout, ReadStep, Snapshot, Volume};
 pub use watcher::{
     EventHandler, Heartbeat, Shutdown, ShutdownListener, Validator, WatchOptions, Watcher,

@@ -20,16 +20,11 @@ use log::{debug, info, warn};
 use serde_json::Value;
 
 use crate::{
-    Error,
+    Error, ErrorKind,
     config::Selector,
-    event::{Event, EventKind},
+    event::{Event, EventKind, Lag},
     volume::{self, Fingerprint, Layout, LinkRead, Snapshot, Volume, WalkError, fingerprints},
 };
-
-/// Marks in `Watcher::target` for link states that have no target. Real
-/// targets come from `readlink` and cannot contain NUL.
-const NOT_A_LINK: &[u8] = b"\0not-a-link";
-const TOO_LONG: &[u8] = b"\0too-long";
 
 /// How often "still waiting for the directory" is repeated.
 const WAITING_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -92,32 +87,95 @@ impl Shutdown {
 }
 
 /// The loop's end of the shutdown channel.
+///
+/// Only [`Shutdown::trigger`] ends a loop. Dropping every [`Shutdown`]
+/// handle does not (the listener keeps a sender of its own), so
+/// `let (_, listener) = shutdown_channel();` gives a loop that runs until
+/// the process ends, never one that stops after its first check.
 #[derive(Debug)]
-pub struct ShutdownListener(mpsc::Receiver<()>);
+pub struct ShutdownListener {
+    rx: mpsc::Receiver<()>,
+    _keep_open: mpsc::Sender<()>,
+}
 
 impl ShutdownListener {
-    /// Waits up to `timeout`; true when shutdown was asked for (or every
-    /// [`Shutdown`] handle was dropped, so nobody could ask any more).
+    /// Waits up to `timeout`; true when shutdown was asked for.
     pub fn wait(&self, timeout: Duration) -> bool {
-        !matches!(
-            self.0.recv_timeout(timeout),
-            Err(mpsc::RecvTimeoutError::Timeout)
-        )
+        self.rx.recv_timeout(timeout).is_ok()
     }
 }
 
-/// A connected [`Shutdown`] handle and listener.
+/// A connected [`Shutdown`] handle and listener. Keep the handle (or a
+/// clone) wherever the loop should be stopped from, e.g. a signal handler.
 pub fn shutdown_channel() -> (Shutdown, ShutdownListener) {
     let (tx, rx) = mpsc::channel();
-    (Shutdown(tx), ShutdownListener(rx))
+    let listener = ShutdownListener {
+        rx,
+        _keep_open: tx.clone(),
+    };
+    (Shutdown(tx), listener)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the watcher is doing with its directory: one state per mode, each
+/// holding only what that mode needs, so nothing seen in one mode (a target,
+/// fingerprints, a reported error) can leak into another.
+#[derive(Debug)]
 enum Mode {
-    /// The directory is missing, or not looked at yet.
-    Waiting,
-    ConfigMap,
-    Plain,
+    /// The directory is missing (or not looked at yet).
+    Waiting {
+        /// When "waiting for it" was last logged.
+        logged_at: Option<Instant>,
+    },
+    /// The directory exists without `..data` but holds the kubelet's own
+    /// entries (`..data_tmp`, timestamped directories): a Windows swap is
+    /// under way, or a first write. `..data` is given [`SETTLE`] to appear
+    /// before the directory is taken as plain.
+    Settling { since: Instant },
+    /// A ConfigMap volume: what `..data` held at the last look.
+    ConfigMap(Link),
+    /// A plain directory.
+    Plain(PlainState),
+}
+
+/// ConfigMap mode: the last `..data` seen, and what became of it.
+#[derive(Debug)]
+enum Link {
+    /// Nothing read yet in this mode.
+    Unread,
+    /// This target was read (to a good config or a content error): idle
+    /// until `..data` moves. Its buffer is compared in place on each tick.
+    Settled(Vec<u8>),
+    /// Reading this target failed with a passing fault: read it again on
+    /// the next tick. The fault is logged once, not on every retry.
+    Retrying { target: Vec<u8>, fault: String },
+    /// `..data` is not a symlink (reported once).
+    NotSymlink,
+    /// `..data`'s target is longer than any kubelet name (reported once).
+    TooLong,
+}
+
+/// Plain mode: what the directory looked like at the last read.
+#[derive(Debug, Default)]
+struct PlainState {
+    fingerprints: Vec<Fingerprint>,
+    /// The content hash of the last snapshot evaluated.
+    version: Option<String>,
+    /// The directory itself cannot be walked (reported once).
+    failed: bool,
+    /// When the directory was first seen with files and no `..data`: the
+    /// subPath warning waits for [`SETTLE`] after it.
+    files_since: Option<Instant>,
+}
+
+/// How long `..data` may take to appear in a directory that looks like a
+/// volume being written, before the directory is taken for what it is.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// The last good config and its version.
+#[derive(Debug)]
+struct Current {
+    config: Arc<Value>,
+    version: String,
 }
 
 /// Checks a parsed config before it is accepted: given the snapshot it came
@@ -174,19 +232,11 @@ pub struct Watcher {
     selector: Selector,
     interval: Duration,
     mode: Mode,
-    /// The `..data` target of the last read (or a mark); capacity is kept so
-    /// replacing it never allocates.
-    target: Vec<u8>,
-    /// Plain mode: what the directory looked like at the last read.
-    fingerprints: Vec<Fingerprint>,
-    plain_version: Option<String>,
-    plain_error: bool,
-    current: Option<Arc<Value>>,
-    current_version: Option<String>,
+    current: Option<Current>,
     /// The last evaluated version was bad: the next good one is reported
     /// even if equal to the last good one.
     failing: bool,
-    waiting_logged: Option<Instant>,
+    /// The subPath warning has been given.
     warned_plain: bool,
 }
 
@@ -199,15 +249,9 @@ impl Watcher {
             volume: Volume::new(options.dir, options.max_file_size),
             selector: options.selector,
             interval: options.interval,
-            mode: Mode::Waiting,
-            target: Vec::with_capacity(256),
-            fingerprints: Vec::new(),
-            plain_version: None,
-            plain_error: false,
+            mode: Mode::Waiting { logged_at: None },
             current: None,
-            current_version: None,
             failing: false,
-            waiting_logged: None,
             warned_plain: false,
         }
     }
@@ -225,21 +269,31 @@ impl Watcher {
 
     /// The last good config, if there has been one.
     pub fn current(&self) -> Option<&Arc<Value>> {
-        self.current.as_ref()
+        self.current.as_ref().map(|c| &c.config)
     }
 
-    /// The version of the last good config.
+    /// The version the last good config was read from (the newest version
+    /// holding it, when a new version brought the same config).
     pub fn current_version(&self) -> Option<&str> {
-        self.current_version.as_deref()
+        self.current.as_ref().map(|c| c.version.as_str())
+    }
+
+    /// The passing fault the watcher is retrying, if reading the current
+    /// version keeps failing for a reason that is not its content.
+    pub fn fault(&self) -> Option<&str> {
+        match &self.mode {
+            Mode::ConfigMap(Link::Retrying { fault, .. }) => Some(fault),
+            _ => None,
+        }
     }
 
     /// The layout the watcher is working in (`Missing` until the directory
-    /// has been seen).
+    /// has been seen, and while it settles).
     pub fn layout(&self) -> Layout {
         match self.mode {
-            Mode::Waiting => Layout::Missing,
-            Mode::ConfigMap => Layout::ConfigMap,
-            Mode::Plain => Layout::Plain,
+            Mode::Waiting { .. } | Mode::Settling { .. } => Layout::Missing,
+            Mode::ConfigMap(_) => Layout::ConfigMap,
+            Mode::Plain(_) => Layout::Plain,
         }
     }
 
@@ -252,14 +306,15 @@ impl Watcher {
     pub fn check(&mut self) -> Option<Event> {
         self.heartbeat.beat();
         match self.mode {
-            Mode::ConfigMap => self.check_configmap(),
-            Mode::Plain => self.check_plain(),
-            Mode::Waiting => self.check_waiting(),
+            Mode::ConfigMap(_) => self.check_configmap(),
+            Mode::Plain(_) => self.check_plain(),
+            Mode::Waiting { .. } | Mode::Settling { .. } => self.check_waiting(),
         }
     }
 
     /// Checks once, then every interval, handing events to `handler`, until
-    /// `shutdown` fires.
+    /// `shutdown` fires. Only [`Shutdown::trigger`] stops it: dropping the
+    /// [`Shutdown`] handles does not.
     pub fn run(&mut self, shutdown: &ShutdownListener, handler: &mut impl EventHandler) {
         loop {
             if let Some(event) = self.check() {
@@ -272,15 +327,19 @@ impl Watcher {
     }
 
     fn check_configmap(&mut self) -> Option<Event> {
-        let seen = match self.volume.data_link().read() {
+        let Mode::ConfigMap(link) = &mut self.mode else {
+            unreachable!("check_configmap outside ConfigMap mode")
+        };
+        match (self.volume.data_link().read(), &*link) {
             // The idle path: one readlink, one comparison, nothing else.
-            Ok(LinkRead::Target(t)) if t == self.target.as_slice() => return None,
-            Ok(LinkRead::Target(t)) => t,
-            Ok(LinkRead::NotALink) if self.target == NOT_A_LINK => return None,
-            Ok(LinkRead::NotALink) => NOT_A_LINK,
-            Ok(LinkRead::TooLong) if self.target == TOO_LONG => return None,
-            Ok(LinkRead::TooLong) => TOO_LONG,
-            Ok(LinkRead::Missing) => {
+            (Ok(LinkRead::Target(t)), Link::Settled(seen)) if t == seen.as_slice() => None,
+            (Ok(LinkRead::Target(_)), _) => self.reload(Link::Unread),
+            (Ok(LinkRead::NotALink), Link::NotSymlink) | (Ok(LinkRead::TooLong), Link::TooLong) => {
+                None
+            }
+            (Ok(LinkRead::NotALink), _) => self.reload(Link::NotSymlink),
+            (Ok(LinkRead::TooLong), _) => self.reload(Link::TooLong),
+            (Ok(LinkRead::Missing), _) => {
                 if !self.volume.dir().is_dir() {
                     self.enter_waiting();
                 } else {
@@ -289,37 +348,82 @@ impl Watcher {
                         self.volume.dir().display()
                     );
                 }
-                return None;
+                None
             }
-            Err(e) => {
+            (Err(e), _) => {
                 warn!("{}: cannot read ..data: {e}", self.volume.dir().display());
-                return None;
+                None
             }
-        };
-        self.target.clear();
-        self.target.extend_from_slice(seen);
-        self.reload()
+        }
     }
 
-    /// The target moved: read the new version and report it.
-    fn reload(&mut self) -> Option<Event> {
+    /// The target moved (or the last read of it failed): read the version
+    /// `..data` points to now and report it. `seen` is the link state to
+    /// settle in if `..data` itself is refused without a target to name.
+    fn reload(&mut self, seen: Link) -> Option<Event> {
         let detected_at = SystemTime::now();
         match self.volume.read_configmap() {
             Ok(snapshot) => {
-                self.target.clear();
-                self.target.extend_from_slice(snapshot.version.as_bytes());
+                let mut seen = self.take_link_buffer();
+                seen.extend_from_slice(snapshot.version.as_bytes());
+                self.mode = Mode::ConfigMap(Link::Settled(seen));
                 self.evaluate(snapshot, detected_at)
             }
-            Err(e) if e.is_transient() => {
-                debug!("{}; retrying next tick", e.chain());
-                self.target.clear();
-                None
-            }
-            Err(e) => {
-                let version = String::from_utf8_lossy(&self.target).replace('\0', "");
-                Some(self.error_event(version, detected_at, None, &e))
-            }
+            Err(e) => match e.kind() {
+                ErrorKind::Transient => {
+                    self.retry_later(&e);
+                    None
+                }
+                ErrorKind::Content | ErrorKind::Usage => {
+                    let (link, version) = match (&e, seen) {
+                        (Error::BadTarget { .. }, seen @ (Link::NotSymlink | Link::TooLong)) => {
+                            (seen, "-".to_owned())
+                        }
+                        (Error::BadTarget { target, .. }, _) => {
+                            let mut seen = self.take_link_buffer();
+                            seen.extend_from_slice(target.as_bytes());
+                            (Link::Settled(seen), target.clone())
+                        }
+                        _ => (Link::Unread, "-".to_owned()),
+                    };
+                    self.mode = Mode::ConfigMap(link);
+                    Some(self.error_event(version, detected_at, None, &e))
+                }
+            },
         }
+    }
+
+    /// A passing fault: the version is read again on the next tick. It is
+    /// logged when it first happens (or changes), not on every retry.
+    fn retry_later(&mut self, e: &Error) {
+        let fault = e.chain();
+        let target = match self.volume.data_link().read() {
+            Ok(LinkRead::Target(t)) => t.to_vec(),
+            _ => Vec::new(),
+        };
+        let repeated =
+            matches!(&self.mode, Mode::ConfigMap(Link::Retrying { fault: f, .. }) if *f == fault);
+        if repeated {
+            debug!("{fault}; retrying next tick");
+        } else if matches!(e, Error::DataLinkMissing { .. } | Error::Unstable { .. }) {
+            // A swap under way: expected, and over by the next tick.
+            debug!("{fault}; retrying next tick");
+        } else {
+            warn!("{fault}; retrying on each tick (this is not a verdict on the version)");
+        }
+        self.mode = Mode::ConfigMap(Link::Retrying { target, fault });
+    }
+
+    /// The buffer of the current link state, emptied, so that a new target
+    /// reuses its capacity.
+    fn take_link_buffer(&mut self) -> Vec<u8> {
+        let mut buf = match &mut self.mode {
+            Mode::ConfigMap(Link::Settled(b))
+            | Mode::ConfigMap(Link::Retrying { target: b, .. }) => std::mem::take(b),
+            _ => Vec::with_capacity(64),
+        };
+        buf.clear();
+        buf
     }
 
     fn check_plain(&mut self) -> Option<Event> {
@@ -331,7 +435,7 @@ impl Watcher {
                 "{}: ..data appeared; watching it as a ConfigMap volume",
                 self.volume.dir().display()
             );
-            self.enter(Mode::ConfigMap);
+            self.mode = Mode::ConfigMap(Link::Unread);
             return self.check_configmap();
         }
         let detected_at = SystemTime::now();
@@ -344,21 +448,30 @@ impl Watcher {
                 return None;
             }
             Err(WalkError::Fatal(e)) => {
-                if self.plain_error {
+                let Mode::Plain(state) = &mut self.mode else {
+                    unreachable!()
+                };
+                if state.failed {
                     return None;
                 }
-                self.plain_error = true;
-                self.fingerprints.clear();
+                state.failed = true;
+                state.fingerprints.clear();
                 return Some(self.error_event("-".into(), detected_at, None, &e));
             }
         };
-        self.plain_error = false;
-        if fps == self.fingerprints {
+        self.warn_plain_after_settle(!fps.is_empty());
+        let Mode::Plain(state) = &mut self.mode else {
+            unreachable!()
+        };
+        state.failed = false;
+        // The first look always reads, even an empty directory: "not read
+        // yet" is `version: None`, never an empty fingerprint list.
+        if state.version.is_some() && fps == state.fingerprints {
             return None;
         }
-        self.fingerprints = fps;
+        state.fingerprints = fps;
         match self.volume.read_plain() {
-            Ok(snapshot) if self.plain_version.as_deref() == Some(snapshot.version.as_str()) => {
+            Ok(snapshot) if state.version.as_deref() == Some(snapshot.version.as_str()) => {
                 debug!(
                     "{}: metadata changed, content did not",
                     self.volume.dir().display()
@@ -366,14 +479,38 @@ impl Watcher {
                 None
             }
             Ok(snapshot) => {
-                self.plain_version = Some(snapshot.version.clone());
+                state.version = Some(snapshot.version.clone());
                 self.evaluate(snapshot, detected_at)
             }
             Err(e) if e.is_transient() => {
-                self.fingerprints.clear();
+                state.fingerprints.clear();
+                state.version = None;
+                warn!("{}; retrying next tick", e.chain());
                 None
             }
             Err(e) => Some(self.error_event("-".into(), detected_at, None, &e)),
+        }
+    }
+
+    /// The subPath warning, given once the directory has had files for
+    /// [`SETTLE`] without `..data` appearing: a writer filling an empty
+    /// directory a moment after we start is not a subPath mount.
+    fn warn_plain_after_settle(&mut self, has_files: bool) {
+        let Mode::Plain(state) = &mut self.mode else {
+            return;
+        };
+        if self.warned_plain || !has_files {
+            return;
+        }
+        let since = *state.files_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= SETTLE {
+            warn!(
+                "{}: no ..data link, so watching it as a plain directory (content is \
+                 compared on each tick). If this is a Kubernetes subPath mount, it will \
+                 never receive updates: mount the whole volume instead.",
+                self.volume.dir().display()
+            );
+            self.warned_plain = true;
         }
     }
 
@@ -381,61 +518,59 @@ impl Watcher {
         let dir = self.volume.dir().display().to_string();
         match self.volume.layout() {
             Layout::Missing => {
-                let due = self
-                    .waiting_logged
-                    .is_none_or(|at| at.elapsed() >= WAITING_LOG_EVERY);
-                if due {
+                let logged_at = match self.mode {
+                    Mode::Waiting { logged_at } => logged_at,
+                    _ => None,
+                };
+                if logged_at.is_none_or(|at| at.elapsed() >= WAITING_LOG_EVERY) {
                     info!("{dir}: directory does not exist yet; waiting for it");
-                    self.waiting_logged = Some(Instant::now());
+                    self.mode = Mode::Waiting {
+                        logged_at: Some(Instant::now()),
+                    };
                 }
                 None
             }
             Layout::ConfigMap => {
                 info!("{dir}: watching a ConfigMap volume (..data)");
-                self.enter(Mode::ConfigMap);
+                self.mode = Mode::ConfigMap(Link::Unread);
                 self.check_configmap()
             }
             Layout::Plain => {
-                if !self.warned_plain {
-                    warn!(
-                        "{dir}: no ..data link, so watching it as a plain directory (content is \
-                         compared on each tick). If this is a Kubernetes subPath mount, it will \
-                         never receive updates: mount the whole volume instead."
-                    );
-                    self.warned_plain = true;
+                let since = match self.mode {
+                    Mode::Settling { since } => Some(since),
+                    _ => None,
+                };
+                if has_kubelet_entries(self.volume.dir()) {
+                    let since = since.unwrap_or_else(Instant::now);
+                    if since.elapsed() < SETTLE {
+                        debug!("{dir}: kubelet entries but no ..data yet; waiting for the swap");
+                        self.mode = Mode::Settling { since };
+                        return None;
+                    }
                 }
-                self.enter(Mode::Plain);
+                self.mode = Mode::Plain(PlainState::default());
                 self.check_plain()
             }
         }
     }
 
     fn enter_waiting(&mut self) {
-        if self.mode != Mode::Waiting {
+        if !matches!(self.mode, Mode::Waiting { .. }) {
             warn!(
                 "{}: directory disappeared; waiting for it to come back",
                 self.volume.dir().display()
             );
-            self.waiting_logged = Some(Instant::now());
         }
-        self.enter(Mode::Waiting);
-    }
-
-    /// Switches mode with fresh per-mode state, so that nothing seen in one
-    /// mode (a target, fingerprints, a reported error) leaks into the next.
-    fn enter(&mut self, mode: Mode) {
-        self.mode = mode;
-        self.target.clear();
-        self.fingerprints.clear();
-        self.plain_version = None;
-        self.plain_error = false;
+        self.mode = Mode::Waiting {
+            logged_at: Some(Instant::now()),
+        };
     }
 
     /// Decides what a freshly read snapshot means for the config.
     fn evaluate(&mut self, snapshot: Snapshot, detected_at: SystemTime) -> Option<Event> {
         let lag = snapshot
             .swapped_at
-            .map(|swapped| detected_at.duration_since(swapped).unwrap_or_default());
+            .map(|swapped| Lag::between(swapped, detected_at));
         let validated =
             self.selector
                 .extract(&snapshot)
@@ -443,53 +578,82 @@ impl Watcher {
                     Some(validate) => validate(&snapshot, &config).map(|()| config),
                     None => Ok(config),
                 });
-        match validated {
-            Ok(config) => {
-                let kind = match &self.current {
-                    None => EventKind::Initial,
-                    Some(current) if !self.failing && **current == config => {
-                        debug!("{}: config unchanged", snapshot.version);
-                        return None;
-                    }
-                    Some(_) => EventKind::Change,
-                };
-                self.failing = false;
-                let config = Arc::new(config);
-                self.current = Some(config.clone());
-                let previous_version = self.current_version.replace(snapshot.version.clone());
-                Some(Event {
-                    kind,
-                    version: snapshot.version,
-                    previous_version,
-                    detected_at,
-                    lag,
-                    config: Some(config),
-                    key: None,
-                    error: None,
-                })
+        let config = match validated {
+            Ok(config) => config,
+            Err(e) => return Some(self.error_event(snapshot.version, detected_at, lag, &e)),
+        };
+        let kind = match &mut self.current {
+            None => EventKind::Initial,
+            Some(current) if !self.failing && *current.config == config => {
+                debug!("{}: config unchanged", snapshot.version);
+                // The newest version holding this config is the current
+                // one: a later change names it as the previous version.
+                current.version = snapshot.version;
+                return None;
             }
-            Err(e) => Some(self.error_event(snapshot.version, detected_at, lag, &e)),
+            Some(_) => EventKind::Change,
+        };
+        self.failing = false;
+        let config = Arc::new(config);
+        let previous = self.current.replace(Current {
+            config: config.clone(),
+            version: snapshot.version.clone(),
+        });
+        if let Some(lag) = lag.filter(|l| l.seconds < 0.0) {
+            warn!(
+                "{}: detected {:.1} ms before its swap time: this node's clock and the \
+                 volume's timestamps disagree (clock skew)",
+                snapshot.version,
+                -lag.seconds * 1e3
+            );
         }
+        Some(Event {
+            kind,
+            version: snapshot.version,
+            previous_version: previous.map(|p| p.version),
+            detected_at,
+            lag,
+            config: Some(config),
+            key: None,
+            error: None,
+        })
     }
 
     fn error_event(
         &mut self,
         version: String,
         detected_at: SystemTime,
-        lag: Option<Duration>,
+        lag: Option<Lag>,
         e: &Error,
     ) -> Event {
         self.failing = true;
-        warn!("{}; keeping the last good config", e.chain());
+        match &self.current {
+            Some(current) => warn!(
+                "{}; keeping the last good config ({})",
+                e.chain(),
+                current.version
+            ),
+            None => warn!("{}; there is no good config yet", e.chain()),
+        }
         Event {
             kind: EventKind::Error,
             version,
-            previous_version: self.current_version.clone(),
+            previous_version: self.current_version().map(str::to_owned),
             detected_at,
             lag,
-            config: self.current.clone(),
+            config: self.current().cloned(),
             key: e.key().map(str::to_owned),
             error: Some(e.chain()),
         }
     }
+}
+
+/// Whether `dir` holds the kubelet's own entries (`..data_tmp`, a
+/// timestamped `..` directory): a volume being written, not a plain one.
+fn has_kubelet_entries(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".."))
+    })
 }

@@ -46,7 +46,10 @@ fn original_demo_scenario_end_to_end() {
         initial["config"],
         serde_json::from_str::<serde_json::Value>(ORIGINAL).unwrap()
     );
-    assert!(initial["lag_ms"].is_f64());
+    // The initial version was swapped in before the watcher started: its
+    // time since the swap is the volume's age, not a detection lag.
+    assert!(initial["age_ms"].is_f64(), "{initial}");
+    assert_eq!(initial.get("lag_ms"), None, "{initial}");
     assert!(initial["detected_at"].as_str().unwrap().ends_with('Z'));
 
     let mut edited: serde_json::Value = serde_json::from_str(ORIGINAL).unwrap();
@@ -64,6 +67,7 @@ fn original_demo_scenario_end_to_end() {
         (&json!("change"), &json!(v2))
     );
     assert_eq!(change["config"], edited);
+    assert_eq!(change["previous_version"], v1.as_str());
     let lag = change["lag_ms"].as_f64().unwrap();
     assert!((0.0..10_000.0).contains(&lag), "{lag}");
 }
@@ -81,7 +85,7 @@ fn text_output_shows_event_version_lag_and_config() {
     assert_eq!(fields[1], "initial");
     assert_eq!(fields[2], format!("version={v1}"));
     assert!(
-        fields[3].starts_with("lag=") && fields[3].ends_with("ms"),
+        fields[3].starts_with("age=") && fields[3].ends_with("ms"),
         "{line}"
     );
     assert_eq!(fields[4], r#"config={"a":1}"#);

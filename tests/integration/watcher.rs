@@ -3,7 +3,9 @@
 
 use std::{fs, sync::mpsc, thread, time::Duration};
 
-use configmapwatch::{Event, EventKind, Layout, Selector, WatchOptions, Watcher, shutdown_channel};
+use configmapwatch::{
+    Event, EventKind, Lag, Layout, Selector, WatchOptions, Watcher, shutdown_channel,
+};
 use serde_json::json;
 
 use crate::helper::{DEADLINE, Vol, allocations};
@@ -47,10 +49,8 @@ fn initial_then_change_with_measured_lag() {
         (EventKind::Change, v2.as_str())
     );
     assert_eq!(e.previous_version.as_deref(), Some(v1.as_str()));
-    assert_eq!(
-        e.lag,
-        Some(e.detected_at.duration_since(swapped_at).unwrap())
-    );
+    assert_eq!(e.lag, Some(Lag::between(swapped_at, e.detected_at)));
+    assert!(e.lag.unwrap().seconds >= 0.0);
     assert_eq!(w.current().map(|c| (**c).clone()), Some(json!({"a": 2})));
 }
 

@@ -128,12 +128,17 @@ fn report(
         })?;
         writeln!(out, "{}", event.to_text())?;
         if event.version == version && event.kind == kind {
-            if let Some(lag) = event.lag {
+            if let Some(lag) = event.lag.filter(|_| kind != EventKind::Initial) {
+                let bound = if lag.resolution.is_some() {
+                    "at most "
+                } else {
+                    ""
+                };
                 writeln!(
                     out,
-                    "demo:   -> {} detected {:.1} ms after the swap",
+                    "demo:   -> {} detected {bound}{:.1} ms after the swap",
                     kind.as_str(),
-                    lag.as_secs_f64() * 1e3
+                    lag.max_ms()
                 )?;
             }
             return Ok(event);

@@ -1,0 +1,204 @@
+//! The watcher under faults and at awkward moments: a passing I/O error is
+//! retried (never taken for a bad version), a dropped shutdown handle does
+//! not end the loop, an empty plain directory is a version, a watcher
+//! started inside the Windows swap gap waits for `..data`, and the newest
+//! version holding the same config becomes the current one.
+
+use std::{ops::ControlFlow, sync::mpsc, thread, time::Duration};
+
+use configmapwatch::{
+    EventKind, Layout, Selector, Step, Swap, WatchOptions, Watcher, shutdown_channel,
+};
+use serde_json::json;
+
+use crate::helper::{DEADLINE, Vol, bin};
+
+/// With file descriptors exhausted while a new version arrives, the watcher
+/// cannot open the data directory (EMFILE). That is a passing fault: once
+/// descriptors are free again, the new version must be read and reported,
+/// not stuck as "seen" forever.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_new_version_read_during_emfile_is_retried_until_it_succeeds() {
+    use crate::helper::Running;
+    use rustix::process::{Pid, Resource, Rlimit, prlimit};
+
+    let vol = vol!();
+    vol.publish(&[("config.json", r#"{"v":1}"#)]);
+    let mut cmd = bin();
+    cmd.args(["-o", "json", "-i", "10ms", "-d"]).arg(vol.path());
+    let run = Running::spawn(cmd);
+    run.event_for("initial", &vol.target());
+
+    let pid = Pid::from_child(&run.child);
+    // The child's own limits, as /proc shows them (a harness may have
+    // changed the test process's).
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", run.child.id())).unwrap();
+    let nofile: Vec<u64> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let old = Rlimit {
+        current: Some(nofile[0]),
+        maximum: Some(nofile[1]),
+    };
+    // No new descriptor at all: every open fails with EMFILE, while the
+    // ones it holds (stdout, stderr) keep working.
+    prlimit(
+        Some(pid),
+        Resource::Nofile,
+        Rlimit {
+            current: Some(0),
+            maximum: old.maximum,
+        },
+    )
+    .unwrap();
+    let v2 = vol.publish(&[("config.json", r#"{"v":2}"#)]);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut stderr = String::new();
+    while !stderr.contains("retrying") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no retry logged: {stderr}"
+        );
+        if let Ok(line) = run.stderr.recv_timeout(Duration::from_millis(50)) {
+            stderr.push_str(&line);
+            stderr.push('\n');
+        }
+    }
+    assert!(stderr.contains("Too many open files"), "{stderr}");
+    prlimit(Some(pid), Resource::Nofile, old).unwrap();
+
+    let e = run.event();
+    assert_eq!(
+        (&e["event"], &e["version"], &e["config"]),
+        (&json!("change"), &json!(v2), &json!({"v": 2})),
+        "the fault was taken for a verdict on the version: {e}"
+    );
+    // Logged once, not on every retry.
+    let retries = stderr.matches("Too many open files").count()
+        + run.stderr_so_far().matches("Too many open files").count();
+    assert_eq!(retries, 1, "{stderr}");
+}
+
+/// `let (_, listener) = shutdown_channel();` drops the only handle at once:
+/// the loop must keep running (it used to stop after its first check).
+#[test]
+fn dropping_every_shutdown_handle_does_not_end_the_loop() {
+    let vol = vol!();
+    vol.publish(&[("config.json", r#"{"v":1}"#)]);
+    let (events_tx, events) = mpsc::channel();
+    let (_, listener) = shutdown_channel();
+    let mut w = Watcher::new(WatchOptions {
+        interval: Duration::from_millis(5),
+        ..WatchOptions::new(vol.path())
+    });
+    thread::spawn(move || {
+        let mut tx = events_tx;
+        w.run(&listener, &mut tx);
+    });
+    let first = events.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(first.kind, EventKind::Initial);
+    let v2 = vol.publish(&[("config.json", r#"{"v":2}"#)]);
+    let e = events
+        .recv_timeout(DEADLINE)
+        .expect("the loop ended when the Shutdown handle was dropped");
+    assert_eq!((e.kind, e.version), (EventKind::Change, v2));
+}
+
+/// "Not read yet" and "read, and empty" are different states: an empty
+/// plain directory is a version with no keys.
+#[test]
+fn an_empty_plain_directory_is_a_version() {
+    let vol = Vol::new();
+    std::fs::create_dir_all(vol.path()).unwrap();
+    let mut w = Watcher::new(WatchOptions {
+        selector: Selector::AllKeys,
+        ..WatchOptions::new(vol.path())
+    });
+    let e = w.check().expect("an empty directory gave no event");
+    assert_eq!(
+        (e.kind, e.config.as_deref().cloned()),
+        (EventKind::Initial, Some(json!({})))
+    );
+    assert_eq!(w.layout(), Layout::Plain);
+    assert!(w.check().is_none(), "idle");
+
+    let out = bin()
+        .args(["--once", "--all-keys", "-o", "json", "-d"])
+        .arg(vol.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains(r#""config":{}"#), "{stdout}");
+}
+
+/// A watcher that starts while the Windows kubelet has removed `..data` and
+/// not yet re-created it must not take the volume for a plain directory
+/// (and refuse its top-level symlinks): it waits for `..data`.
+#[test]
+fn a_watcher_started_inside_the_windows_swap_gap_waits_for_data() {
+    let vol = vol!();
+    vol.publish(&[("config.json", r#"{"v":1}"#)]);
+    let mut w = Watcher::new(WatchOptions::new(vol.path()));
+    let mut in_gap = None;
+    let outcome = vol.publish_with_hook(
+        &[("config.json", r#"{"v":2}"#)],
+        Swap::RemoveThenCreate,
+        |step| {
+            if step == Step::DataLinkRemoved {
+                in_gap = Some((w.check(), w.layout()));
+            }
+            ControlFlow::Continue(())
+        },
+    );
+    let (event, layout) = in_gap.expect("the writer never reached the gap");
+    assert!(event.is_none(), "reported inside the gap: {event:?}");
+    assert_eq!(layout, Layout::Missing, "taken for a plain directory");
+    let e = w.check().expect("nothing once ..data was back");
+    assert_eq!(e.kind, EventKind::Initial);
+    assert_eq!(w.layout(), Layout::ConfigMap);
+    assert!(
+        matches!(outcome, configmapwatch::Outcome::Written { ref version, .. } if *version == e.version)
+    );
+}
+
+/// A new version whose config is the same fires nothing, but it becomes the
+/// current version: the next change names it as the previous one.
+#[test]
+fn the_newest_version_with_the_same_config_is_the_current_one() {
+    let vol = vol!();
+    vol.publish(&[("config.json", r#"{"v":1}"#)]);
+    let mut w = Watcher::new(WatchOptions::new(vol.path()));
+    w.check().unwrap();
+    let v2 = vol.publish(&[("config.json", r#"{"v":1}"#), ("other", "x")]);
+    assert!(w.check().is_none(), "same config fired");
+    assert_eq!(w.current_version(), Some(v2.as_str()));
+    vol.publish(&[("config.json", r#"{"v":3}"#)]);
+    let e = w.check().unwrap();
+    assert_eq!(e.previous_version.as_deref(), Some(v2.as_str()));
+}
+
+/// An empty directory that a writer fills a moment later is not a subPath
+/// mount: no plain-directory warning before `..data` appears.
+#[test]
+fn no_subpath_warning_for_an_empty_directory_a_writer_fills_next() {
+    use crate::helper::Running;
+
+    let vol = vol!();
+    std::fs::create_dir_all(vol.path()).unwrap();
+    let mut cmd = bin();
+    cmd.args(["-o", "json", "-i", "10ms", "-d"]).arg(vol.path());
+    let run = Running::spawn(cmd);
+    // The watcher has looked at the empty directory once it reports it.
+    let first = run.event();
+    assert_eq!(first["event"], "error", "{first}");
+    let v1 = vol.publish(&[("config.json", r#"{"v":1}"#)]);
+    run.event_for("initial", &v1);
+    let stderr = run.stderr_so_far();
+    assert!(!stderr.contains("subPath"), "{stderr}");
+}
