@@ -202,3 +202,91 @@ fn no_subpath_warning_for_an_empty_directory_a_writer_fills_next() {
     let stderr = run.stderr_so_far();
     assert!(!stderr.contains("subPath"), "{stderr}");
 }
+
+/// On a filesystem that keeps whole seconds (ext4 with 128-byte inodes, in
+/// a loop-mounted image), the `..data` mtime is the swap time rounded down:
+/// the lag is reported as bounded (`lag_ms` null, an upper bound and the
+/// resolution), never as a wrong precise number.
+#[cfg(target_os = "linux")]
+#[test]
+fn on_whole_second_timestamps_the_lag_is_a_bound() {
+    use configmapwatch::{AtomicWriter, Outcome};
+    use std::{process::Command, time::SystemTime};
+
+    struct Mount(std::path::PathBuf);
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("coarse.img");
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let mkfs = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-I", "128"])
+        .arg(&image)
+        .output()
+        .expect("mkfs.ext4 (e2fsprogs) is needed for this test");
+    assert!(mkfs.status.success(), "mkfs.ext4: {mkfs:?}");
+    let mount = Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&image)
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    if !mount.status.success() {
+        let why = String::from_utf8_lossy(&mount.stderr).trim().to_owned();
+        // CI runs as root and must run this; elsewhere say so and stop.
+        assert!(std::env::var_os("CI").is_none(), "cannot loop-mount: {why}");
+        println!("SKIPPED on_whole_second_timestamps: cannot loop-mount here ({why}); CI runs it");
+        return;
+    }
+    let _mount = Mount(mnt.clone());
+    let dir = mnt.join("vol");
+    std::fs::create_dir(&dir).unwrap();
+    let writer = AtomicWriter::new(&dir);
+    writer
+        .write(&crate::helper::payload(&[("config.json", r#"{"v":1}"#)]))
+        .unwrap();
+    let mut w = Watcher::new(WatchOptions::new(&dir));
+    assert_eq!(w.check().unwrap().kind, EventKind::Initial);
+
+    let (mut before_link, mut after_swap) = (None, None);
+    let outcome = writer
+        .write_with_hook(
+            &crate::helper::payload(&[("config.json", r#"{"v":2}"#)]),
+            |step| {
+                match step {
+                    Step::FilesWritten => before_link = Some(SystemTime::now()),
+                    Step::Swapped => after_swap = Some(SystemTime::now()),
+                    _ => {}
+                }
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Written { .. }));
+    let e = w.check().unwrap();
+    let lag = e.lag.expect("no lag in ConfigMap mode");
+    assert_eq!(lag.resolution, Some(Duration::from_secs(1)), "{lag:?}");
+    assert_eq!(lag.precise_ms(), None);
+    // The true lag lies between these two; the bound must contain it.
+    let shortest = e.detected_at.duration_since(after_swap.unwrap()).unwrap();
+    let longest = e.detected_at.duration_since(before_link.unwrap()).unwrap();
+    assert!(
+        lag.seconds >= shortest.as_secs_f64(),
+        "{lag:?} < {shortest:?}"
+    );
+    assert!(
+        lag.seconds - 1.0 <= longest.as_secs_f64(),
+        "{lag:?} vs {longest:?}"
+    );
+    let json = e.to_json();
+    assert_eq!(json["lag_ms"], serde_json::Value::Null, "{json}");
+    assert_eq!(json["lag_resolution_ms"], 1000, "{json}");
+}
