@@ -2,6 +2,7 @@
 //! and one JSON object per line (a stable interface for scripts).
 
 use std::{
+    path::Path,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -90,6 +91,8 @@ impl Lag {
 pub struct Event {
     /// What happened.
     pub kind: EventKind,
+    /// The volume directory it happened in.
+    pub dir: Arc<Path>,
     /// The version (the `..data` target, or a content hash in plain mode).
     pub version: String,
     /// The version of the previous good config, if any.
@@ -128,6 +131,7 @@ impl Event {
     pub fn to_json(&self) -> Value {
         let mut object = json!({
             "event": self.kind.as_str(),
+            "dir": self.dir.to_string_lossy(),
             "version": self.version,
             "previous_version": self.previous_version,
             "detected_at": rfc3339(self.detected_at),
@@ -172,11 +176,12 @@ impl Event {
             .as_deref()
             .map_or_else(|| "null".into(), Value::to_string);
         let mut line = format!(
-            "{} {:<7} version={} {}",
+            "{} {:<7} version={} {} dir={}",
             rfc3339(self.detected_at),
             self.kind.as_str(),
             self.version,
-            since
+            since,
+            self.dir.display()
         );
         if let Some(error) = &self.error {
             line.push_str(&format!(
@@ -218,6 +223,7 @@ mod tests {
     fn event(kind: EventKind) -> Event {
         Event {
             kind,
+            dir: Path::new("/opt/config").into(),
             version: "..v2".into(),
             previous_version: Some("..v1".into()),
             // 500 ns: Windows clocks count in 100 ns steps.
@@ -237,7 +243,7 @@ mod tests {
         let v = event(EventKind::Change).to_json();
         assert_eq!(
             v,
-            json!({"event": "change", "version": "..v2", "previous_version": "..v1",
+            json!({"event": "change", "dir": "/opt/config", "version": "..v2", "previous_version": "..v1",
                    "detected_at": "2023-11-14T22:13:20.000000500Z",
                    "lag_ms": 12.345, "config": {"a": 1}})
         );
@@ -255,7 +261,7 @@ mod tests {
     fn text_line_has_time_event_version_lag_config() {
         assert_eq!(
             event(EventKind::Initial).to_text(),
-            r#"2023-11-14T22:13:20.000000500Z initial version=..v2 age=12.3ms config={"a":1}"#
+            r#"2023-11-14T22:13:20.000000500Z initial version=..v2 age=12.3ms dir=/opt/config config={"a":1}"#
         );
     }
 

@@ -226,6 +226,8 @@ impl std::fmt::Debug for ValidatorSlot {
 /// Keeps a config in step with a volume.
 #[derive(Debug)]
 pub struct Watcher {
+    /// The volume directory, shared with every event (no copy per event).
+    dir: Arc<std::path::Path>,
     validator: ValidatorSlot,
     heartbeat: Arc<Heartbeat>,
     volume: Volume,
@@ -244,6 +246,7 @@ impl Watcher {
     /// A watcher; nothing is read until the first [`check`](Self::check).
     pub fn new(options: WatchOptions) -> Self {
         Watcher {
+            dir: options.dir.as_path().into(),
             validator: ValidatorSlot(None),
             heartbeat: Arc::default(),
             volume: Volume::new(options.dir, options.max_file_size),
@@ -324,6 +327,42 @@ impl Watcher {
                 return;
             }
         }
+    }
+
+    /// Checks several watchers on one tick, then every interval (the
+    /// shortest of theirs), until `shutdown` fires. `handler` gets the
+    /// events of each tick that had any, together (so that changes found in
+    /// several directories on one tick can run one round of actions), with
+    /// every watcher to read the others' current configs. An idle tick is
+    /// each watcher's idle check and nothing else.
+    pub fn run_many(
+        watchers: &mut [Watcher],
+        shutdown: &ShutdownListener,
+        handler: &mut dyn FnMut(&[Watcher], Vec<Event>),
+    ) {
+        let interval = watchers
+            .iter()
+            .map(|w| w.interval)
+            .min()
+            .unwrap_or(Duration::from_secs(1));
+        loop {
+            // No allocation unless an event arrives.
+            let mut events = Vec::new();
+            for watcher in watchers.iter_mut() {
+                events.extend(watcher.check());
+            }
+            if !events.is_empty() {
+                handler(watchers, events);
+            }
+            if shutdown.wait(interval) {
+                return;
+            }
+        }
+    }
+
+    /// The volume directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     fn check_configmap(&mut self) -> Option<Event> {
@@ -609,6 +648,7 @@ impl Watcher {
         }
         Some(Event {
             kind,
+            dir: self.dir.clone(),
             version: snapshot.version,
             previous_version: previous.map(|p| p.version),
             detected_at,
@@ -637,6 +677,7 @@ impl Watcher {
         }
         Event {
             kind: EventKind::Error,
+            dir: self.dir.clone(),
             version,
             previous_version: self.current_version().map(str::to_owned),
             detected_at,

@@ -88,7 +88,8 @@ fn text_output_shows_event_version_lag_and_config() {
         fields[3].starts_with("age=") && fields[3].ends_with("ms"),
         "{line}"
     );
-    assert_eq!(fields[4], r#"config={"a":1}"#);
+    assert_eq!(fields[4], format!("dir={}", vol.path().display()));
+    assert_eq!(fields[5], r#"config={"a":1}"#);
 }
 
 #[test]

@@ -290,3 +290,60 @@ fn on_whole_second_timestamps_the_lag_is_a_bound() {
     assert_eq!(json["lag_ms"], serde_json::Value::Null, "{json}");
     assert_eq!(json["lag_resolution_ms"], 1000, "{json}");
 }
+
+/// Several directories on one loop: each is its own consistent snapshot on
+/// the same tick, and the handler gets a tick's events together. An idle
+/// tick over three ConfigMap volumes allocates nothing.
+#[test]
+fn several_directories_are_checked_on_one_tick() {
+    let vols = [vol!(), vol!(), vol!()];
+    for (i, vol) in vols.iter().enumerate() {
+        vol.publish(&[("config.json", &format!(r#"{{"dir":{i}}}"#))]);
+    }
+    let mut watchers: Vec<Watcher> = vols
+        .iter()
+        .map(|v| Watcher::new(WatchOptions::new(v.path())))
+        .collect();
+    let (shutdown, listener) = shutdown_channel();
+    let (tx, rx) = mpsc::channel();
+    let handle = thread::spawn(move || {
+        Watcher::run_many(&mut watchers, &listener, &mut |all, events| {
+            let currents: Vec<_> = all.iter().map(|w| w.current().cloned()).collect();
+            tx.send((events, currents)).unwrap();
+        });
+        watchers
+    });
+    let (events, _) = rx.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(events.len(), 3, "the first tick reads every directory");
+    for (e, vol) in events.iter().zip(&vols) {
+        assert_eq!((e.kind, &*e.dir), (EventKind::Initial, vol.path()));
+    }
+    let v = vols[1].publish(&[("config.json", r#"{"dir":"changed"}"#)]);
+    let (events, currents) = rx.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!((&events[0].version, &*events[0].dir), (&v, vols[1].path()));
+    assert_eq!(
+        currents
+            .iter()
+            .map(|c| (**c.as_ref().unwrap()).clone())
+            .collect::<Vec<_>>(),
+        [
+            json!({"dir": 0}),
+            json!({"dir": "changed"}),
+            json!({"dir": 2})
+        ]
+    );
+    shutdown.trigger();
+    let mut watchers = handle.join().unwrap();
+    let before = crate::helper::allocations();
+    for _ in 0..100 {
+        for w in watchers.iter_mut() {
+            assert!(w.check().is_none());
+        }
+    }
+    assert_eq!(
+        crate::helper::allocations() - before,
+        0,
+        "idle ticks allocated"
+    );
+}

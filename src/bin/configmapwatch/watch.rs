@@ -82,6 +82,7 @@ pub fn once(settings: &Settings, out: &mut impl Write) -> bool {
         };
         break Event {
             kind: EventKind::Error,
+            dir: settings.watch.dir.as_path().into(),
             version: "-".into(),
             previous_version: None,
             detected_at: SystemTime::now(),
