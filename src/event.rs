@@ -286,7 +286,8 @@ mod tests {
 
     #[test]
     fn clock_skew_gives_a_negative_lag_not_zero() {
-        let swapped = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 5);
+        // 500 ns: Windows clocks count in 100 ns steps.
+        let swapped = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 500);
         let lag = Lag::between(swapped, swapped - Duration::from_millis(3));
         assert_eq!((lag.precise_ms(), lag.resolution), (Some(-3.0), None));
     }
