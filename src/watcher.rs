@@ -125,6 +125,9 @@ enum Mode {
     Waiting {
         /// When "waiting for it" was last logged.
         logged_at: Option<Instant>,
+        /// Why the directory cannot even be looked at (permission denied on
+        /// it or a parent), if that is why it seems missing.
+        blocked: Option<String>,
     },
     /// The directory exists without `..data` but holds the kubelet's own
     /// entries (`..data_tmp`, timestamped directories): a Windows swap is
@@ -252,7 +255,10 @@ impl Watcher {
             volume: Volume::new(options.dir, options.max_file_size),
             selector: options.selector,
             interval: options.interval,
-            mode: Mode::Waiting { logged_at: None },
+            mode: Mode::Waiting {
+                logged_at: None,
+                blocked: None,
+            },
             current: None,
             failing: false,
             warned_plain: false,
@@ -286,6 +292,9 @@ impl Watcher {
     pub fn fault(&self) -> Option<&str> {
         match &self.mode {
             Mode::ConfigMap(Link::Retrying { fault, .. }) => Some(fault),
+            Mode::Waiting {
+                blocked: Some(why), ..
+            } => Some(why),
             _ => None,
         }
     }
@@ -557,16 +566,31 @@ impl Watcher {
         let dir = self.volume.dir().display().to_string();
         match self.volume.layout() {
             Layout::Missing => {
-                let logged_at = match self.mode {
-                    Mode::Waiting { logged_at } => logged_at,
+                let (logged_at, was_blocked) = match &mut self.mode {
+                    Mode::Waiting { logged_at, blocked } => (*logged_at, blocked.take()),
+                    _ => (None, None),
+                };
+                // "Missing" may be a directory we may not look at: say so,
+                // with the path, rather than "does not exist".
+                let blocked = match std::fs::metadata(self.volume.dir()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        Some(format!("{dir}: cannot look at the directory: {e}"))
+                    }
+                    Ok(meta) if !meta.is_dir() => Some(format!("{dir}: not a directory")),
                     _ => None,
                 };
-                if logged_at.is_none_or(|at| at.elapsed() >= WAITING_LOG_EVERY) {
-                    info!("{dir}: directory does not exist yet; waiting for it");
-                    self.mode = Mode::Waiting {
-                        logged_at: Some(Instant::now()),
-                    };
-                }
+                let due = logged_at.is_none_or(|at| at.elapsed() >= WAITING_LOG_EVERY)
+                    || blocked != was_blocked;
+                let logged_at = if due {
+                    match &blocked {
+                        Some(why) => warn!("{why}; waiting for it to become readable"),
+                        None => info!("{dir}: directory does not exist yet; waiting for it"),
+                    }
+                    Some(Instant::now())
+                } else {
+                    logged_at
+                };
+                self.mode = Mode::Waiting { logged_at, blocked };
                 None
             }
             Layout::ConfigMap => {
@@ -602,6 +626,7 @@ impl Watcher {
         }
         self.mode = Mode::Waiting {
             logged_at: Some(Instant::now()),
+            blocked: None,
         };
     }
 

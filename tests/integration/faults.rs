@@ -347,3 +347,62 @@ fn several_directories_are_checked_on_one_tick() {
         "idle ticks allocated"
     );
 }
+
+/// A regular file given as `--dir` is a usage error at once (exit 2), not a
+/// directory to wait for forever.
+#[test]
+fn a_file_as_dir_is_a_usage_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("config.json");
+    std::fs::write(&file, "{}").unwrap();
+    let mut cmd = bin();
+    cmd.arg("-d").arg(&file);
+    let mut run = crate::helper::Running::spawn(cmd);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = run.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running: it waits for a file to become a directory"
+        );
+        thread::sleep(Duration::from_millis(5));
+    };
+    let stderr: String = run.stderr.iter().collect::<Vec<_>>().join("\n");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a directory"), "{stderr}");
+}
+
+/// A directory behind a parent we may not traverse is "permission denied"
+/// with its path, not "does not exist". Run as another user (setpriv), since
+/// root may traverse anything.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_directory_we_may_not_reach_is_permission_denied_not_missing() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let locked = tmp.path().join("locked");
+    let dir = locked.join("vol");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), "{}").unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_configmapwatch"))
+        .args(["--once", "-o", "json", "-d"])
+        .arg(&dir)
+        .output()
+        .expect("setpriv (util-linux) is needed for this test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let e: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let error = e["error"].as_str().unwrap();
+    assert!(error.contains("Permission denied"), "{error}");
+    assert!(error.contains(&*dir.to_string_lossy()), "{error}");
+    assert!(!error.contains("does not exist"), "{error}");
+    assert!(!stderr.contains("subPath"), "{stderr}");
+}

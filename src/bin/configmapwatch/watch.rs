@@ -70,10 +70,19 @@ pub fn once(settings: &Settings, out: &mut impl Write) -> bool {
         if let Some(event) = watcher.check() {
             break event;
         }
-        let reason = if watcher.layout() == Layout::Missing {
-            "directory does not exist"
-        } else if Instant::now() >= deadline {
-            "..data stayed missing or the volume kept changing"
+        let settled = Instant::now() >= deadline;
+        let missing = watcher.layout() == Layout::Missing;
+        let reason = if let Some(fault) = watcher.fault().filter(|_| missing || settled) {
+            // Permission denied on the directory, or a passing fault that
+            // did not pass within the settle time.
+            fault.to_owned()
+        } else if missing && !settings.watch.dir.exists() {
+            format!("{}: directory does not exist", settings.watch.dir.display())
+        } else if settled {
+            format!(
+                "{}: ..data stayed missing or the volume kept changing",
+                settings.watch.dir.display()
+            )
         } else {
             // A swap is under way (the Windows kubelet removes ..data
             // before re-creating it): look again shortly.
@@ -89,7 +98,7 @@ pub fn once(settings: &Settings, out: &mut impl Write) -> bool {
             lag: None,
             config: None,
             key: None,
-            error: Some(format!("{}: {reason}", settings.watch.dir.display())),
+            error: Some(reason),
         };
     };
     let _ = writeln!(out, "{}", event.render(settings.output));
