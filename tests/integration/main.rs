@@ -8,6 +8,7 @@ mod hostile;
 
 mod actions;
 mod cli;
+mod dirs;
 mod faults;
 mod fuzz_replay;
 mod interleave;

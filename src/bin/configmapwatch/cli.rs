@@ -74,9 +74,18 @@ pub enum Command {
 /// Options of the watch command.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// The mounted volume directory.
-    #[arg(short, long, env = "CONFIGMAPWATCH_DIR", default_value = "/opt/config")]
-    pub dir: PathBuf,
+    /// The mounted volume directory; repeatable (e.g. a config ConfigMap, a
+    /// rules ConfigMap and a Secret feeding one reload). Each is read as its
+    /// own consistent snapshot on the same tick. [env: comma-separated]
+    #[arg(
+        short,
+        long,
+        value_name = "DIR",
+        env = "CONFIGMAPWATCH_DIR",
+        default_value = "/opt/config",
+        value_delimiter = ','
+    )]
+    pub dir: Vec<PathBuf>,
 
     /// The key holding the config (JSON); nested keys as `a/b.json`.
     #[arg(
@@ -221,22 +230,38 @@ impl WatchArgs {
     /// The validated settings the library runs with; an error is a usage
     /// error.
     pub fn settings(&self) -> Result<Settings, String> {
-        Ok(Settings {
-            watch: WatchOptions {
-                dir: self.dir.clone(),
-                selector: if self.all_keys {
-                    Selector::AllKeys
-                } else {
-                    Selector::Key(self.file.clone())
-                },
-                interval: self.interval,
-                max_file_size: self.max_file_size,
+        if self.dir.is_empty() {
+            return Err("--dir needs a directory".into());
+        }
+        for (i, dir) in self.dir.iter().enumerate() {
+            if self.dir[..i].contains(dir) {
+                return Err(format!("--dir {} is given twice", dir.display()));
+            }
+        }
+        let template = WatchOptions {
+            dir: PathBuf::new(),
+            selector: if self.all_keys {
+                Selector::AllKeys
+            } else {
+                Selector::Key(self.file.clone())
             },
+            interval: self.interval,
+            max_file_size: self.max_file_size,
+        };
+        Ok(Settings {
+            watches: self
+                .dir
+                .iter()
+                .map(|dir| WatchOptions {
+                    dir: dir.clone(),
+                    ..template.clone()
+                })
+                .collect(),
             output: match self.output {
                 Output::Text => OutputFormat::Text,
                 Output::Json => OutputFormat::Json,
             },
-            actions: self.actions.actions(&self.dir)?,
+            actions: self.actions.actions(&self.dir[0])?,
         })
     }
 }

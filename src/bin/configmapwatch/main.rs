@@ -50,11 +50,13 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 .unwrap_or_else(|e| Cli::command().error(ErrorKind::ValueValidation, e).exit());
             // A missing directory is waited for; a file where the directory
             // should be is a mistake in the command line.
-            if std::fs::metadata(&settings.watch.dir).is_ok_and(|m| !m.is_dir()) {
-                let message = format!("--dir {}: not a directory", settings.watch.dir.display());
-                Cli::command()
-                    .error(ErrorKind::ValueValidation, message)
-                    .exit();
+            for watch in &settings.watches {
+                if std::fs::metadata(&watch.dir).is_ok_and(|m| !m.is_dir()) {
+                    let message = format!("--dir {}: not a directory", watch.dir.display());
+                    Cli::command()
+                        .error(ErrorKind::ValueValidation, message)
+                        .exit();
+                }
             }
             if cli.watch.once {
                 return Ok(match watch::once(&settings, &mut io::stdout()) {

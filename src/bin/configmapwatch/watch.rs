@@ -22,8 +22,8 @@ const ONCE_SETTLE: Duration = Duration::from_secs(2);
 /// Everything the watch command needs, already validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// What to watch.
-    pub watch: WatchOptions,
+    /// What to watch: one entry per directory, in the order given.
+    pub watches: Vec<WatchOptions>,
     /// How events are printed.
     pub output: OutputFormat,
     /// What to do on a change.
@@ -42,18 +42,42 @@ pub fn watch(settings: &Settings, shutdown: &ShutdownListener, out: impl Write +
             line(&out, &report.render(format));
         })
     });
-    let mut watcher = Watcher::new(settings.watch.clone());
-    watcher.run(shutdown, &mut |event: Event| {
-        line(&out, &event.render(format));
-        if let Some(runner) = &runner
-            && settings.actions.triggered_by(&event)
-        {
-            runner.submit(event);
+    let mut watchers: Vec<Watcher> = settings.watches.iter().cloned().map(Watcher::new).collect();
+    Watcher::run_many(&mut watchers, shutdown, &mut |all, events| {
+        // One round of actions per tick, however many directories changed:
+        // for the last triggering event, carrying every directory's config.
+        let mut round = None;
+        for event in events {
+            line(&out, &event.render(format));
+            if settings.actions.triggered_by(&event) {
+                round = Some(event);
+            }
+        }
+        if let (Some(runner), Some(event)) = (&runner, round) {
+            runner.submit(with_every_config(event, all));
         }
     });
     if let Some(runner) = runner {
         runner.shutdown(settings.actions.shutdown_timeout);
     }
+}
+
+/// With several directories, an action's input is every directory's
+/// current config, keyed by directory, not only the one that changed.
+fn with_every_config(mut event: Event, all: &[Watcher]) -> Event {
+    if all.len() > 1 {
+        let every: serde_json::Map<String, serde_json::Value> = all
+            .iter()
+            .map(|w| {
+                let config = w
+                    .current()
+                    .map_or(serde_json::Value::Null, |c| (**c).clone());
+                (w.dir().to_string_lossy().into_owned(), config)
+            })
+            .collect();
+        event.config = Some(Arc::new(serde_json::Value::Object(every)));
+    }
+    event
 }
 
 fn line(out: &Mutex<impl Write>, text: &str) {
@@ -62,13 +86,24 @@ fn line(out: &Mutex<impl Write>, text: &str) {
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
-/// Prints the current config once; true if there is a valid one.
+/// Prints the current config of each directory once; true if every one has
+/// a valid one.
 pub fn once(settings: &Settings, out: &mut impl Write) -> bool {
-    let mut watcher = Watcher::new(settings.watch.clone());
+    let mut ok = true;
+    for options in &settings.watches {
+        let event = once_for(options);
+        let _ = writeln!(out, "{}", event.render(settings.output));
+        ok &= event.kind != EventKind::Error;
+    }
+    ok
+}
+
+fn once_for(options: &WatchOptions) -> Event {
+    let mut watcher = Watcher::new(options.clone());
     let deadline = Instant::now() + ONCE_SETTLE;
-    let event = loop {
+    loop {
         if let Some(event) = watcher.check() {
-            break event;
+            return event;
         }
         let settled = Instant::now() >= deadline;
         let missing = watcher.layout() == Layout::Missing;
@@ -76,12 +111,12 @@ pub fn once(settings: &Settings, out: &mut impl Write) -> bool {
             // Permission denied on the directory, or a passing fault that
             // did not pass within the settle time.
             fault.to_owned()
-        } else if missing && !settings.watch.dir.exists() {
-            format!("{}: directory does not exist", settings.watch.dir.display())
+        } else if missing && !options.dir.exists() {
+            format!("{}: directory does not exist", options.dir.display())
         } else if settled {
             format!(
                 "{}: ..data stayed missing or the volume kept changing",
-                settings.watch.dir.display()
+                options.dir.display()
             )
         } else {
             // A swap is under way (the Windows kubelet removes ..data
@@ -89,9 +124,9 @@ pub fn once(settings: &Settings, out: &mut impl Write) -> bool {
             thread::sleep(Duration::from_millis(10));
             continue;
         };
-        break Event {
+        return Event {
             kind: EventKind::Error,
-            dir: settings.watch.dir.as_path().into(),
+            dir: options.dir.as_path().into(),
             version: "-".into(),
             previous_version: None,
             detected_at: SystemTime::now(),
@@ -100,7 +135,5 @@ pub fn once(settings: &Settings, out: &mut impl Write) -> bool {
             key: None,
             error: Some(reason),
         };
-    };
-    let _ = writeln!(out, "{}", event.render(settings.output));
-    event.kind != EventKind::Error
+    }
 }
