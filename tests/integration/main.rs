@@ -12,6 +12,7 @@ mod dirs;
 mod faults;
 mod fuzz_replay;
 mod interleave;
+mod once;
 mod reader;
 mod torture;
 mod watcher;

@@ -12,7 +12,7 @@ use configmapwatch::{
     },
 };
 
-use crate::watch::Settings;
+use crate::watch::{Print, Settings};
 use log::LevelFilter;
 
 const EXAMPLES: &str = "\
@@ -111,8 +111,10 @@ pub struct WatchArgs {
     #[arg(short, long, value_enum, env = "CONFIGMAPWATCH_OUTPUT", default_value_t = Output::Text)]
     pub output: Output,
 
-    /// Print the current config and exit: 0 if valid, 1 if missing or invalid.
-    #[arg(long)]
+    /// Print the current config and exit: 0 if valid, 1 if missing or
+    /// invalid. With --on-start, also run the actions once on it and exit
+    /// with their result (an init container).
+    #[arg(long, env = "CONFIGMAPWATCH_ONCE")]
     pub once: bool,
 
     /// Refuse files larger than this, e.g. 1MiB (a ConfigMap holds at most 1 MiB).
@@ -224,6 +226,9 @@ pub enum Output {
     Text,
     /// One JSON object per line.
     Json,
+    /// The config alone: pretty JSON with --once (for `| jq`), one compact
+    /// line per good config otherwise. Errors go to stderr only.
+    Config,
 }
 
 impl WatchArgs {
@@ -258,8 +263,9 @@ impl WatchArgs {
                 })
                 .collect(),
             output: match self.output {
-                Output::Text => OutputFormat::Text,
-                Output::Json => OutputFormat::Json,
+                Output::Text => Print::Events(OutputFormat::Text),
+                Output::Json => Print::Events(OutputFormat::Json),
+                Output::Config => Print::Config,
             },
             actions: self.actions.actions(&self.dir[0])?,
         })

@@ -10,7 +10,7 @@ use std::{
 };
 
 use configmapwatch::{
-    actions::{ActionRunner, Actions},
+    actions::{ActionReport, ActionRunner, Actions},
     event::{Event, EventKind, OutputFormat},
     volume::Layout,
     watcher::{ShutdownListener, WatchOptions, Watcher},
@@ -24,22 +24,54 @@ const ONCE_SETTLE: Duration = Duration::from_secs(2);
 pub struct Settings {
     /// What to watch: one entry per directory, in the order given.
     pub watches: Vec<WatchOptions>,
-    /// How events are printed.
-    pub output: OutputFormat,
+    /// What is printed on stdout.
+    pub output: Print,
     /// What to do on a change.
     pub actions: Actions,
+}
+
+/// What stdout carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Print {
+    /// One line per event and per action result.
+    Events(OutputFormat),
+    /// The config alone: each good config as one compact JSON line (pretty
+    /// with `--once`); nothing for errors and action results, which are
+    /// logged on stderr.
+    Config,
+}
+
+impl Print {
+    fn event(self, event: &Event) -> Option<String> {
+        match (self, &event.config) {
+            (Print::Events(format), _) => Some(event.render(format)),
+            (Print::Config, Some(config)) if event.kind != EventKind::Error => {
+                Some(config.to_string())
+            }
+            (Print::Config, _) => None,
+        }
+    }
+
+    fn report(self, report: &ActionReport) -> Option<String> {
+        match self {
+            Print::Events(format) => Some(report.render(format)),
+            Print::Config => None,
+        }
+    }
 }
 
 /// Watches until `shutdown` fires, printing each event (and each action's
 /// result) as one line, then waits for a running round of actions for at
 /// most the shutdown timeout.
 pub fn watch(settings: &Settings, shutdown: &ShutdownListener, out: impl Write + Send + 'static) {
-    let format = settings.output;
+    let print = settings.output;
     let out = Arc::new(Mutex::new(out));
     let runner = (!settings.actions.list.is_empty()).then(|| {
         let out = out.clone();
         ActionRunner::start(settings.actions.clone(), move |report| {
-            line(&out, &report.render(format));
+            if let Some(text) = print.report(&report) {
+                line(&out, &text);
+            }
         })
     });
     let mut watchers: Vec<Watcher> = settings.watches.iter().cloned().map(Watcher::new).collect();
@@ -48,7 +80,9 @@ pub fn watch(settings: &Settings, shutdown: &ShutdownListener, out: impl Write +
         // for the last triggering event, carrying every directory's config.
         let mut round = None;
         for event in events {
-            line(&out, &event.render(format));
+            if let Some(text) = print.event(&event) {
+                line(&out, &text);
+            }
             if settings.actions.triggered_by(&event) {
                 round = Some(event);
             }
@@ -87,19 +121,76 @@ fn line(out: &Mutex<impl Write>, text: &str) {
 }
 
 /// Prints the current config of each directory once; true if every one has
-/// a valid one.
+/// a valid one. With `--on-start`, then runs the actions once on it (every
+/// directory's config) and is true only if they all succeed: the init
+/// container's job.
 pub fn once(settings: &Settings, out: &mut impl Write) -> bool {
+    let mut watchers = Vec::new();
+    let mut last_good = None;
     let mut ok = true;
     for options in &settings.watches {
-        let event = once_for(options);
-        let _ = writeln!(out, "{}", event.render(settings.output));
+        let mut watcher = Watcher::new(options.clone());
+        let event = once_for(&mut watcher, options);
+        match settings.output {
+            Print::Events(format) => {
+                let _ = writeln!(out, "{}", event.render(format));
+            }
+            Print::Config => match (&event.config, &event.error) {
+                (Some(config), None) => {
+                    let pretty = serde_json::to_string_pretty(&**config).unwrap_or_default();
+                    let _ = writeln!(out, "{pretty}");
+                }
+                _ => eprintln!(
+                    "configmapwatch: {}",
+                    event.error.as_deref().unwrap_or("no config")
+                ),
+            },
+        }
         ok &= event.kind != EventKind::Error;
+        if event.kind != EventKind::Error {
+            last_good = Some(event);
+        }
+        watchers.push(watcher);
     }
+    let _ = out.flush();
+    match last_good {
+        Some(event) if ok && settings.actions.on_start && !settings.actions.list.is_empty() => {
+            run_once(settings, with_every_config(event, &watchers), out)
+        }
+        _ => ok,
+    }
+}
+
+/// Runs one round of actions for `event` and waits for every result.
+fn run_once(settings: &Settings, event: Event, out: &mut impl Write) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let runner = ActionRunner::start(settings.actions.clone(), move |report| {
+        let _ = tx.send(report);
+    });
+    runner.submit(event);
+    let mut ok = true;
+    for _ in &settings.actions.list {
+        // Each action is bounded by its own timeouts; a worker that died
+        // closes the channel.
+        match rx.recv() {
+            Ok(report) => {
+                if let Some(text) = settings.output.report(&report) {
+                    let _ = writeln!(out, "{text}");
+                }
+                ok &= report.ok;
+            }
+            Err(_) => {
+                log::error!("the actions stopped before reporting");
+                ok = false;
+                break;
+            }
+        }
+    }
+    runner.shutdown(settings.actions.shutdown_timeout);
     ok
 }
 
-fn once_for(options: &WatchOptions) -> Event {
-    let mut watcher = Watcher::new(options.clone());
+fn once_for(watcher: &mut Watcher, options: &WatchOptions) -> Event {
     let deadline = Instant::now() + ONCE_SETTLE;
     loop {
         if let Some(event) = watcher.check() {

@@ -1,0 +1,81 @@
+//! `--once` for scripts and init containers: the config alone for `| jq`,
+//! and `--on-start` running the actions once, exiting with their result.
+
+use serde_json::{Value, json};
+
+use crate::helper::bin;
+
+fn plain_volume(config: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("config.json"), config).unwrap();
+    tmp
+}
+
+#[test]
+fn once_with_output_config_prints_the_config_and_nothing_else() {
+    let vol = plain_volume(r#"{"a":{"b":[1,2]}}"#);
+    let out = bin()
+        .args(["--once", "--output", "config", "-d"])
+        .arg(vol.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap(),
+        json!({"a": {"b": [1, 2]}})
+    );
+    assert!(stdout.contains("\n  \"a\""), "pretty: {stdout}");
+
+    std::fs::write(vol.path().join("config.json"), "{oops").unwrap();
+    let out = bin()
+        .args(["--once", "--output", "config", "-d"])
+        .arg(vol.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 1, column 2"), "{stderr}");
+}
+
+#[cfg(unix)]
+#[test]
+fn once_with_on_start_runs_the_actions_once_and_exits_with_their_result() {
+    let vol = plain_volume(r#"{"v":1}"#);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let copy = elsewhere.path().join("rendered.json");
+    let out = bin()
+        .args(["--once", "--on-start", "-o", "json", "-d"])
+        .arg(vol.path())
+        .args(["--exec", "sh", "-c"])
+        .arg(format!("cat > '{}'", copy.display()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {out:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&std::fs::read_to_string(&copy).unwrap()).unwrap(),
+        json!({"v": 1})
+    );
+    let events: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e["event"].clone())
+            .collect::<Vec<_>>(),
+        [json!("initial"), json!("action")]
+    );
+
+    let out = bin()
+        .args(["--once", "--on-start", "-d"])
+        .arg(vol.path())
+        .args(["--exec", "sh", "-c", "exit 3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED"));
+}
