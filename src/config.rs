@@ -94,6 +94,7 @@ mod tests {
             version: "..v1".into(),
             layout: Layout::ConfigMap,
             swapped_at: None,
+            seen_at: std::time::SystemTime::UNIX_EPOCH,
             entries: entries
                 .iter()
                 .map(|(k, v)| (k.to_string(), Ok(v.to_vec())))

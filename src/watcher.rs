@@ -415,6 +415,9 @@ impl Watcher {
                 let mut seen = self.take_link_buffer();
                 seen.extend_from_slice(snapshot.version.as_bytes());
                 self.mode = Mode::ConfigMap(Link::Settled(seen));
+                // Detected when the version actually read was first seen,
+                // not when an older target sent us reading.
+                let detected_at = snapshot.seen_at;
                 self.evaluate(snapshot, detected_at)
             }
             Err(e) => match e.kind() {

@@ -66,6 +66,11 @@ pub struct Snapshot {
     /// When `..data` was swapped to this version (the mtime of the `..data`
     /// symlink); `None` in plain mode.
     pub swapped_at: Option<SystemTime>,
+    /// When the reader first saw this version: the `readlink` that began
+    /// the attempt that read it. A read that restarts because the volume
+    /// moved on lands on a newer version than the one that was first
+    /// noticed; detection time and lag belong to the version read.
+    pub seen_at: SystemTime,
     /// Every key and its content, or why it was refused.
     pub entries: Entries,
 }
@@ -140,6 +145,7 @@ impl Volume {
     pub fn read_configmap_with_hook(&mut self, hook: &mut dyn FnMut(ReadStep)) -> Result<Snapshot> {
         let link_path = self.dir.join("..data");
         for _ in 0..READ_ATTEMPTS {
+            let seen_at = SystemTime::now();
             let target = match self.read_target(&link_path)? {
                 Some(t) => t,
                 None => {
@@ -194,6 +200,7 @@ impl Volume {
                 version: target,
                 layout: Layout::ConfigMap,
                 swapped_at,
+                seen_at,
                 entries,
             });
         }
@@ -240,6 +247,7 @@ impl Volume {
                         version: plain_version(&entries),
                         layout: Layout::Plain,
                         swapped_at: None,
+                        seen_at: SystemTime::now(),
                         entries,
                     });
                 }

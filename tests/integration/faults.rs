@@ -406,3 +406,38 @@ fn a_directory_we_may_not_reach_is_permission_denied_not_missing() {
     assert!(!error.contains("does not exist"), "{error}");
     assert!(!stderr.contains("subPath"), "{stderr}");
 }
+
+/// Under a writer that swaps faster than the reader reads, the read that
+/// restarts lands on a newer version than the one first noticed: its
+/// detection time (and so its lag) must be the newer version's, never
+/// earlier than that version's swap.
+#[test]
+fn detection_time_belongs_to_the_version_actually_read() {
+    use configmapwatch::{ReadStep, Volume};
+
+    let vol = vol!();
+    vol.publish(&[("config.json", r#"{"v":1}"#)]);
+    let mut volume = Volume::new(vol.path(), 1 << 20);
+    let mut newer = None;
+    let snapshot = volume
+        .read_configmap_with_hook(&mut |step| {
+            if step == ReadStep::TargetRead && newer.is_none() {
+                // Two versions swapped in while the first one is being read.
+                vol.publish(&[("config.json", r#"{"v":2}"#)]);
+                newer = Some(vol.publish(&[("config.json", r#"{"v":3}"#)]));
+            }
+        })
+        .unwrap();
+    assert_eq!(
+        Some(&snapshot.version),
+        newer.as_ref(),
+        "the read restarted"
+    );
+    let swapped_at = snapshot.swapped_at.unwrap();
+    assert!(
+        snapshot.seen_at >= swapped_at,
+        "seen {:?} before its swap {:?}",
+        snapshot.seen_at,
+        swapped_at
+    );
+}
