@@ -99,6 +99,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), Ok(v.to_vec())))
                 .collect::<Entries>(),
+            names: entries.iter().map(|(k, _)| k.to_string()).collect(),
         }
     }
 

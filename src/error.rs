@@ -48,6 +48,14 @@ pub enum Error {
         /// Why it was refused, e.g. "is a FIFO, not a regular file".
         reason: String,
     },
+    /// The volume as a whole is refused: over the entry, depth or total-size
+    /// caps that keep memory and time bounded on a hostile volume.
+    VolumeRefused {
+        /// The directory read.
+        path: PathBuf,
+        /// Why, naming the cap.
+        reason: String,
+    },
     /// A key could not be read.
     ReadKey {
         /// The key.
@@ -132,6 +140,7 @@ impl Error {
             | Error::ReadKey { .. }
             | Error::Unstable { .. } => ErrorKind::Transient,
             Error::BadTarget { .. }
+            | Error::VolumeRefused { .. }
             | Error::Refused { .. }
             | Error::MissingKey { .. }
             | Error::Json { .. }
@@ -194,6 +203,7 @@ impl std::fmt::Display for Error {
                 path.display()
             ),
             Error::Refused { key, reason } => write!(f, "key {key}: {reason}"),
+            Error::VolumeRefused { path, reason } => write!(f, "{}: {reason}", path.display()),
             Error::ReadKey { key, path, .. } => {
                 write!(f, "key {key}: cannot read {}", path.display())
             }

@@ -37,7 +37,7 @@ pub use error::{Error, ErrorKind, Result, error_chain};
 pub use event::{Event, EventKind, Lag, OutputFormat};
 pub use volume::{Layout, ReadStep, Snapshot, Volume};
 pub use watcher::{
-    EventHandler, Heartbeat, Shutdown, ShutdownListener, Validator, WatchOptions, Watcher,
+    EventHandler, Fault, Heartbeat, Shutdown, ShutdownListener, Validator, WatchOptions, Watcher,
     shutdown_channel,
 };
 pub use writer::{AtomicWriter, Outcome, Payload, Step, Swap};

@@ -23,7 +23,7 @@ use crate::{
     Error, ErrorKind,
     config::Selector,
     event::{Event, EventKind, Lag},
-    volume::{self, Fingerprint, Layout, LinkRead, Snapshot, Volume, WalkError, fingerprints},
+    volume::{self, Fingerprint, Layout, Limits, LinkRead, Snapshot, Volume, WalkError},
 };
 
 /// How often "still waiting for the directory" is repeated.
@@ -40,6 +40,8 @@ pub struct WatchOptions {
     pub interval: Duration,
     /// Files larger than this are refused.
     pub max_file_size: u64,
+    /// The keys read in one version add up to at most this.
+    pub max_total_size: u64,
 }
 
 impl WatchOptions {
@@ -50,6 +52,7 @@ impl WatchOptions {
             selector: Selector::default(),
             interval: Duration::from_secs(1),
             max_file_size: volume::DEFAULT_MAX_FILE_SIZE,
+            max_total_size: volume::DEFAULT_MAX_TOTAL_SIZE,
         }
     }
 }
@@ -127,7 +130,7 @@ enum Mode {
         logged_at: Option<Instant>,
         /// Why the directory cannot even be looked at (permission denied on
         /// it or a parent), if that is why it seems missing.
-        blocked: Option<String>,
+        blocked: Option<Fault>,
     },
     /// The directory exists without `..data` but holds the kubelet's own
     /// entries (`..data_tmp`, timestamped directories): a Windows swap is
@@ -150,7 +153,7 @@ enum Link {
     Settled(Vec<u8>),
     /// Reading this target failed with a passing fault: read it again on
     /// the next tick. The fault is logged once, not on every retry.
-    Retrying { target: Vec<u8>, fault: String },
+    Retrying { target: Vec<u8>, fault: Fault },
     /// `..data` is not a symlink (reported once).
     NotSymlink,
     /// `..data`'s target is longer than any kubelet name (reported once).
@@ -161,13 +164,37 @@ enum Link {
 #[derive(Debug, Default)]
 struct PlainState {
     fingerprints: Vec<Fingerprint>,
+    /// When `fingerprints` were taken.
+    taken_at: Option<SystemTime>,
     /// The content hash of the last snapshot evaluated.
     version: Option<String>,
     /// The directory itself cannot be walked (reported once).
     failed: bool,
+    /// The passing fault being retried, logged once.
+    fault: Option<Fault>,
     /// When the directory was first seen with files and no `..data`: the
     /// subPath warning waits for [`SETTLE`] after it.
     files_since: Option<Instant>,
+}
+
+/// A passing fault the watcher keeps retrying: not a verdict on the
+/// version, which is read again on every tick until it succeeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Fault {
+    /// The message with its causes.
+    pub message: String,
+    /// The key concerned, if one is.
+    pub key: Option<String>,
+}
+
+impl Fault {
+    fn of(e: &Error) -> Self {
+        Fault {
+            message: e.chain(),
+            key: e.key().map(str::to_owned),
+        }
+    }
 }
 
 /// How long `..data` may take to appear in a directory that looks like a
@@ -252,7 +279,21 @@ impl Watcher {
             dir: options.dir.as_path().into(),
             validator: ValidatorSlot(None),
             heartbeat: Arc::default(),
-            volume: Volume::new(options.dir, options.max_file_size),
+            volume: {
+                let mut volume = Volume::with_limits(
+                    options.dir,
+                    Limits {
+                        max_file_size: options.max_file_size,
+                        max_total_size: options.max_total_size,
+                        ..Limits::default()
+                    },
+                );
+                // Only the selected key is read; the others are listed.
+                if let Selector::Key(key) = &options.selector {
+                    volume.select_keys(vec![key.clone()]);
+                }
+                volume
+            },
             selector: options.selector,
             interval: options.interval,
             mode: Mode::Waiting {
@@ -289,12 +330,15 @@ impl Watcher {
 
     /// The passing fault the watcher is retrying, if reading the current
     /// version keeps failing for a reason that is not its content.
-    pub fn fault(&self) -> Option<&str> {
+    pub fn fault(&self) -> Option<&Fault> {
         match &self.mode {
             Mode::ConfigMap(Link::Retrying { fault, .. }) => Some(fault),
             Mode::Waiting {
                 blocked: Some(why), ..
             } => Some(why),
+            Mode::Plain(PlainState {
+                fault: Some(fault), ..
+            }) => Some(fault),
             _ => None,
         }
     }
@@ -447,20 +491,21 @@ impl Watcher {
     /// A passing fault: the version is read again on the next tick. It is
     /// logged when it first happens (or changes), not on every retry.
     fn retry_later(&mut self, e: &Error) {
-        let fault = e.chain();
+        let fault = Fault::of(e);
         let target = match self.volume.data_link().read() {
             Ok(LinkRead::Target(t)) => t.to_vec(),
             _ => Vec::new(),
         };
         let repeated =
             matches!(&self.mode, Mode::ConfigMap(Link::Retrying { fault: f, .. }) if *f == fault);
+        let message = &fault.message;
         if repeated {
-            debug!("{fault}; retrying next tick");
+            debug!("{message}; retrying next tick");
         } else if matches!(e, Error::DataLinkMissing { .. } | Error::Unstable { .. }) {
             // A swap under way: expected, and over by the next tick.
-            debug!("{fault}; retrying next tick");
+            debug!("{message}; retrying next tick");
         } else {
-            warn!("{fault}; retrying on each tick (this is not a verdict on the version)");
+            warn!("{message}; retrying on each tick (this is not a verdict on the version)");
         }
         self.mode = Mode::ConfigMap(Link::Retrying { target, fault });
     }
@@ -490,12 +535,16 @@ impl Watcher {
             return self.check_configmap();
         }
         let detected_at = SystemTime::now();
-        let fps = match fingerprints(self.volume.dir()) {
+        let fps = match self.volume.fingerprints() {
             Ok(fps) => fps,
             Err(WalkError::Vanished) => {
                 if !self.volume.dir().is_dir() {
                     self.enter_waiting();
                 }
+                return None;
+            }
+            Err(WalkError::Fatal(e)) if e.is_transient() => {
+                self.plain_fault(&e);
                 return None;
             }
             Err(WalkError::Fatal(e)) => {
@@ -516,13 +565,22 @@ impl Watcher {
         };
         state.failed = false;
         // The first look always reads, even an empty directory: "not read
-        // yet" is `version: None`, never an empty fingerprint list.
-        if state.version.is_some() && fps == state.fingerprints {
+        // yet" is `version: None`, never an empty fingerprint list. A
+        // fingerprint taken within the timestamp granularity of a file's
+        // mtime is unconfirmed ("racy clean", as git calls it): a same-size
+        // rewrite in the same timestamp tick leaves it unchanged, so the
+        // content is compared again until the fingerprint is old enough.
+        let racy = state
+            .taken_at
+            .is_some_and(|taken| state.fingerprints.iter().any(|fp| fp.is_racy(taken)));
+        if state.version.is_some() && fps == state.fingerprints && !racy {
             return None;
         }
         state.fingerprints = fps;
+        state.taken_at = Some(detected_at);
         match self.volume.read_plain() {
             Ok(snapshot) if state.version.as_deref() == Some(snapshot.version.as_str()) => {
+                state.fault = None;
                 debug!(
                     "{}: metadata changed, content did not",
                     self.volume.dir().display()
@@ -530,17 +588,34 @@ impl Watcher {
                 None
             }
             Ok(snapshot) => {
+                state.fault = None;
                 state.version = Some(snapshot.version.clone());
                 self.evaluate(snapshot, detected_at)
             }
             Err(e) if e.is_transient() => {
-                state.fingerprints.clear();
-                state.version = None;
-                warn!("{}; retrying next tick", e.chain());
+                self.plain_fault(&e);
                 None
             }
-            Err(e) => Some(self.error_event("-".into(), detected_at, None, &e)),
+            Err(e) => {
+                state.fault = None;
+                Some(self.error_event("-".into(), detected_at, None, &e))
+            }
         }
+    }
+
+    /// A passing fault in plain mode: look again on the next tick, logging
+    /// the fault once.
+    fn plain_fault(&mut self, e: &Error) {
+        let Mode::Plain(state) = &mut self.mode else {
+            return;
+        };
+        let fault = Fault::of(e);
+        if state.fault.as_ref() != Some(&fault) {
+            warn!("{}; retrying on each tick", fault.message);
+        }
+        state.fingerprints.clear();
+        state.taken_at = None;
+        state.fault = Some(fault);
     }
 
     /// The subPath warning, given once the directory has had files for
@@ -576,17 +651,21 @@ impl Watcher {
                 // "Missing" may be a directory we may not look at: say so,
                 // with the path, rather than "does not exist".
                 let blocked = match std::fs::metadata(self.volume.dir()) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        Some(format!("{dir}: cannot look at the directory: {e}"))
-                    }
-                    Ok(meta) if !meta.is_dir() => Some(format!("{dir}: not a directory")),
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Some(Fault {
+                        message: format!("{dir}: cannot look at the directory: {e}"),
+                        key: None,
+                    }),
+                    Ok(meta) if !meta.is_dir() => Some(Fault {
+                        message: format!("{dir}: not a directory"),
+                        key: None,
+                    }),
                     _ => None,
                 };
                 let due = logged_at.is_none_or(|at| at.elapsed() >= WAITING_LOG_EVERY)
                     || blocked != was_blocked;
                 let logged_at = if due {
                     match &blocked {
-                        Some(why) => warn!("{why}; waiting for it to become readable"),
+                        Some(why) => warn!("{}; waiting for it to become readable", why.message),
                         None => info!("{dir}: directory does not exist yet; waiting for it"),
                     }
                     Some(Instant::now())

@@ -16,7 +16,10 @@ use std::{
     time::SystemTime,
 };
 
-use crate::{Error, Result, volume::read_tree};
+use crate::{
+    Error, Result,
+    volume::{Limits, read_tree},
+};
 
 /// The default file mode, as the kubelet's `defaultMode`.
 pub const DEFAULT_MODE: u32 = 0o644;
@@ -397,7 +400,13 @@ impl AtomicWriter {
             .map(|p| p.data.len() as u64)
             .max()
             .unwrap_or(0);
-        let Ok(existing) = read_tree(&self.dir.join(old), largest, &mut || {}) else {
+        let total = payload.files.values().map(|p| p.data.len() as u64).sum();
+        let limits = Limits {
+            max_file_size: largest,
+            max_total_size: total,
+            ..Limits::default()
+        };
+        let Ok(existing) = read_tree(&self.dir.join(old), limits) else {
             return false;
         };
         existing.len() == payload.files.len()

@@ -7,8 +7,8 @@
 //! the old directory right after the swap), the read starts over. So a
 //! snapshot never mixes two versions.
 
-mod files;
 mod link;
+mod walk;
 
 use std::{
     fs,
@@ -16,19 +16,37 @@ use std::{
     time::SystemTime,
 };
 
-pub use files::Entries;
-pub(crate) use files::{Fingerprint, fingerprints};
 pub(crate) use link::{DataLink, LinkRead, check_target};
+pub use walk::{Entries, Limits, MAX_DEPTH};
+pub(crate) use walk::{Fingerprint, Select, WalkError};
 
 use crate::{Error, Result};
-pub(crate) use files::WalkError;
-pub(crate) use files::read_tree;
 
 /// How many times a consistent read is tried before giving up for this tick.
 pub const READ_ATTEMPTS: u32 = 8;
 
 /// Default per-file cap: 16 MiB (a ConfigMap holds at most 1 MiB).
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 16 << 20;
+
+/// Default cap on the keys read in one version, together: 64 MiB, many
+/// times what a ConfigMap (1 MiB) or a projected volume holds, and a bound
+/// on memory however many large files a hostile volume offers.
+pub const DEFAULT_MAX_TOTAL_SIZE: u64 = 64 << 20;
+
+/// Default cap on the entries listed in one version: a ConfigMap's 1 MiB
+/// cannot name more keys than this, and listing 100,000 files on every
+/// tick of a plain directory would cost a quarter of a second.
+pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+            max_total_size: DEFAULT_MAX_TOTAL_SIZE,
+            max_entries: DEFAULT_MAX_ENTRIES,
+        }
+    }
+}
 
 /// What kind of directory a volume is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +89,12 @@ pub struct Snapshot {
     /// moved on lands on a newer version than the one that was first
     /// noticed; detection time and lag belong to the version read.
     pub seen_at: SystemTime,
-    /// Every key and its content, or why it was refused.
+    /// The keys read (the selected ones: all of them with
+    /// [`Volume::select_all`], the default), each with its content or why
+    /// it was refused.
     pub entries: Entries,
+    /// Every key present, sorted, read or not.
+    pub names: Vec<String>,
 }
 
 impl Snapshot {
@@ -86,18 +108,50 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct Volume {
     dir: PathBuf,
-    max_file_size: u64,
+    limits: Limits,
+    /// Only these keys are read; `None`: every key.
+    keys: Option<Vec<String>>,
     link: DataLink,
 }
 
 impl Volume {
-    /// A volume at `dir`, refusing files larger than `max_file_size` bytes.
+    /// A volume at `dir`, refusing files larger than `max_file_size` bytes
+    /// (and the default caps on the total and the number of entries).
     pub fn new(dir: impl Into<PathBuf>, max_file_size: u64) -> Self {
+        Self::with_limits(
+            dir,
+            Limits {
+                max_file_size,
+                ..Limits::default()
+            },
+        )
+    }
+
+    /// A volume at `dir` read within `limits`.
+    pub fn with_limits(dir: impl Into<PathBuf>, limits: Limits) -> Self {
         let dir = dir.into();
         Volume {
             link: DataLink::new(&dir),
             dir,
-            max_file_size,
+            limits,
+            keys: None,
+        }
+    }
+
+    /// Reads only `keys` (every other key is listed by name, never read).
+    pub fn select_keys(&mut self, keys: Vec<String>) {
+        self.keys = Some(keys);
+    }
+
+    /// Reads every key (the default).
+    pub fn select_all(&mut self) {
+        self.keys = None;
+    }
+
+    fn select(&self) -> Select<'_> {
+        match &self.keys {
+            Some(keys) => Select::Keys(keys),
+            None => Select::All,
         }
     }
 
@@ -174,7 +228,7 @@ impl Volume {
                     return Err(bad_target(&link_path, &target, "is not a directory"));
                 }
                 Ok(_) => {}
-                Err(_) => {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     if self.read_target(&link_path)?.as_deref() == Some(target.as_str()) {
                         return Err(bad_target(
                             &link_path,
@@ -184,13 +238,23 @@ impl Volume {
                     }
                     continue;
                 }
+                // Permission denied and the like: the real cause, as a
+                // passing fault, not "missing".
+                Err(e) => return Err(Error::io(&data_dir, "cannot look at the data directory", e)),
             }
-            let entries = match read_tree(&data_dir, self.max_file_size, &mut || {
+            let walked = match walk::read(&data_dir, self.select(), self.limits, true, &mut || {
                 hook(ReadStep::KeyRead)
             }) {
-                Ok(entries) => entries,
+                Ok(walked) => walked,
                 Err(WalkError::Vanished) => continue,
-                Err(WalkError::Fatal(e)) => return Err(e),
+                Err(WalkError::Fatal(e)) => {
+                    // A listing or read that failed because the writer
+                    // deleted the directory meanwhile is not a fault.
+                    if self.read_target(&link_path)?.as_deref() != Some(target.as_str()) {
+                        continue;
+                    }
+                    return Err(e);
+                }
             };
             hook(ReadStep::Verifying);
             if self.read_target(&link_path)?.as_deref() != Some(target.as_str()) {
@@ -201,7 +265,8 @@ impl Volume {
                 layout: Layout::ConfigMap,
                 swapped_at,
                 seen_at,
-                entries,
+                entries: walked.entries,
+                names: walked.names,
             });
         }
         Err(Error::Unstable {
@@ -237,18 +302,19 @@ impl Volume {
         }
     }
 
-    /// Reads a plain directory: every regular file below it, with a content
-    /// hash as the version.
+    /// Reads a plain directory: every regular file below it (the selected
+    /// ones), with a content hash of what was read as the version.
     pub fn read_plain(&mut self) -> Result<Snapshot> {
         for _ in 0..READ_ATTEMPTS {
-            match read_tree(&self.dir, self.max_file_size, &mut || {}) {
-                Ok(entries) => {
+            match walk::read(&self.dir, self.select(), self.limits, true, &mut || {}) {
+                Ok(walked) => {
                     return Ok(Snapshot {
-                        version: plain_version(&entries),
+                        version: plain_version(&walked.entries),
                         layout: Layout::Plain,
                         swapped_at: None,
                         seen_at: SystemTime::now(),
-                        entries,
+                        entries: walked.entries,
+                        names: walked.names,
                     });
                 }
                 Err(WalkError::Vanished) if !self.dir.is_dir() => {
@@ -265,6 +331,18 @@ impl Volume {
             attempts: READ_ATTEMPTS,
         })
     }
+
+    /// Plain mode's cheap look: what every key looks like, without reading
+    /// any content.
+    pub(crate) fn fingerprints(&self) -> Result<Vec<Fingerprint>, WalkError> {
+        walk::read(&self.dir, Select::All, self.limits, false, &mut || {}).map(|w| w.fingerprints)
+    }
+}
+
+/// Reads every key under `dir` (the writer's "has anything changed"
+/// comparison), within `limits`.
+pub(crate) fn read_tree(dir: &Path, limits: Limits) -> Result<Entries, WalkError> {
+    walk::read(dir, Select::All, limits, true, &mut || {}).map(|w| w.entries)
 }
 
 fn bad_target(path: &Path, target: &str, reason: &'static str) -> Error {

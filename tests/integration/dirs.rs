@@ -5,7 +5,9 @@
 
 use serde_json::{Value, json};
 
-use crate::helper::{Running, Vol, bin, wait_until};
+#[cfg(unix)]
+use crate::helper::{Running, wait_until};
+use crate::helper::{Vol, bin};
 
 #[cfg(unix)]
 #[test]

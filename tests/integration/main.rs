@@ -15,6 +15,7 @@ mod interleave;
 mod once;
 mod reader;
 mod torture;
+mod volume;
 mod watcher;
 
 #[global_allocator]

@@ -122,6 +122,11 @@ pub struct WatchArgs {
           default_value = "16MiB", value_parser = parse_size)]
     pub max_file_size: u64,
 
+    /// Refuse a version whose keys read add up to more than this.
+    #[arg(long, value_name = "SIZE", env = "CONFIGMAPWATCH_MAX_TOTAL_SIZE",
+          default_value = "64MiB", value_parser = parse_size)]
+    pub max_total_size: u64,
+
     #[command(flatten)]
     pub actions: ActionArgs,
 }
@@ -252,6 +257,7 @@ impl WatchArgs {
             },
             interval: self.interval,
             max_file_size: self.max_file_size,
+            max_total_size: self.max_total_size,
         };
         Ok(Settings {
             watches: self

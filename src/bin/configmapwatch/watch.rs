@@ -198,10 +198,12 @@ fn once_for(watcher: &mut Watcher, options: &WatchOptions) -> Event {
         }
         let settled = Instant::now() >= deadline;
         let missing = watcher.layout() == Layout::Missing;
+        let mut key = None;
         let reason = if let Some(fault) = watcher.fault().filter(|_| missing || settled) {
             // Permission denied on the directory, or a passing fault that
             // did not pass within the settle time.
-            fault.to_owned()
+            key = fault.key.clone();
+            fault.message.clone()
         } else if missing && !options.dir.exists() {
             format!("{}: directory does not exist", options.dir.display())
         } else if settled {
@@ -223,7 +225,7 @@ fn once_for(watcher: &mut Watcher, options: &WatchOptions) -> Event {
             detected_at: SystemTime::now(),
             lag: None,
             config: None,
-            key: None,
+            key,
             error: Some(reason),
         };
     }

@@ -1,0 +1,638 @@
+//! Walking a data directory and reading its keys without ever following a
+//! link: regular files only, never blocking on a FIFO, never reading past
+//! the caps, and with bounded memory and time on a hostile or huge volume.
+//!
+//! On Unix the walk goes through directory handles: the data directory is
+//! opened once, and every entry below it is opened relative to its parent's
+//! handle by a single name with `O_NOFOLLOW`. No path is ever resolved
+//! again, so a writer that swaps a directory for a symlink to elsewhere
+//! (`renameat2(RENAME_EXCHANGE)`) between our listing and our open gets
+//! `ELOOP`, never a file from outside the volume. Elsewhere (Windows) the
+//! walk uses paths, with the same checks on what was opened.
+//!
+//! The walk is iterative (an explicit stack), bounded in depth and in the
+//! number of entries, so deep nesting cannot overflow a small thread stack
+//! and 100,000 files cannot make one tick take seconds.
+
+use std::{collections::BTreeMap, io, path::Path};
+
+use crate::Error;
+
+/// The keys of one directory tree that were read, each with its content or
+/// the reason it was refused. Keys use `/` between components on every
+/// platform.
+pub type Entries = BTreeMap<String, Result<Vec<u8>, Error>>;
+
+/// Deeper directories than this are refused: a kubelet key has at most
+/// 4096 characters, and nothing real nests this deep.
+pub const MAX_DEPTH: usize = 64;
+
+/// Bounds on one read of a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A larger file is refused (a content error naming it).
+    pub max_file_size: u64,
+    /// Keys read add up to at most this; beyond it the version is refused.
+    pub max_total_size: u64,
+    /// At most this many entries (files and directories) are listed.
+    pub max_entries: usize,
+}
+
+/// Which keys' content is read. Every key is listed (names cost no reads),
+/// so that a missing key can be reported with the keys that exist.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Select<'a> {
+    /// Every key.
+    All,
+    /// Only these keys.
+    Keys(&'a [String]),
+}
+
+impl Select<'_> {
+    fn wants(&self, key: &str) -> bool {
+        match self {
+            Select::All => true,
+            Select::Keys(keys) => keys.iter().any(|k| k == key),
+        }
+    }
+}
+
+/// Why a walk stopped.
+#[derive(Debug)]
+pub(crate) enum WalkError {
+    /// Something disappeared mid-read: the writer deleted the directory we
+    /// were reading. Start over from `readlink`.
+    Vanished,
+    /// The walk cannot go on: a passing fault (listing or reading failed) or
+    /// a content error (over a cap).
+    Fatal(Error),
+}
+
+impl From<Error> for WalkError {
+    fn from(e: Error) -> Self {
+        WalkError::Fatal(e)
+    }
+}
+
+/// What was found under a root.
+#[derive(Debug, Default)]
+pub(crate) struct Walked {
+    /// The selected keys, read (or refused).
+    pub entries: Entries,
+    /// Every key present, sorted, read or not.
+    pub names: Vec<String>,
+    /// What each key looked like, for plain mode's change detection.
+    pub fingerprints: Vec<Fingerprint>,
+}
+
+/// What plain mode compares on each tick to notice a change without reading
+/// content: size, full-precision mtime and ctime, mode and inode. ctime and
+/// mode catch a `chmod` (a permission fix) that leaves everything else as
+/// it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fingerprint {
+    pub key: String,
+    pub len: u64,
+    pub modified: Option<(i64, u32)>,
+    pub changed: Option<(i64, u32)>,
+    pub mode: u32,
+    pub inode: u64,
+    pub refused: bool,
+}
+
+impl Fingerprint {
+    /// Whether a fingerprint taken at `taken` could miss a same-size
+    /// rewrite: the file was modified within the timestamp granularity
+    /// before it. Whole-second timestamps (no sub-second part) get 2 s (FAT
+    /// keeps two); finer ones 100 ms, well above the kernel's coarse clock
+    /// tick that stamps files (kernels before 6.13).
+    pub(crate) fn is_racy(&self, taken: std::time::SystemTime) -> bool {
+        let Some((secs, nanos)) = self.modified.max(self.changed) else {
+            return true;
+        };
+        let window = if nanos == 0 {
+            std::time::Duration::from_secs(2)
+        } else {
+            std::time::Duration::from_millis(100)
+        };
+        let Ok(taken) = taken.duration_since(std::time::UNIX_EPOCH) else {
+            return true;
+        };
+        let stamp = std::time::Duration::new(secs.max(0) as u64, nanos);
+        taken.saturating_sub(stamp) < window
+    }
+}
+
+/// Lists and reads `root`: every key listed and fingerprinted, the selected
+/// ones read. `after_key` runs after each key read (tests interleave a
+/// writer there).
+pub(crate) fn read(
+    root: &Path,
+    select: Select<'_>,
+    limits: Limits,
+    read_content: bool,
+    after_key: &mut dyn FnMut(),
+) -> Result<Walked, WalkError> {
+    let mut walked = Walked::default();
+    let mut total: u64 = 0;
+    let mut count = 0usize;
+    imp::walk(root, &mut |key: String, node: imp::Node<'_>| {
+        count += 1;
+        if count > limits.max_entries {
+            return Err(WalkError::Fatal(Error::VolumeRefused {
+                path: root.to_owned(),
+                reason: format!(
+                    "holds more than {} entries (a ConfigMap holds at most 1 MiB); refusing to read it",
+                    limits.max_entries
+                ),
+            }));
+        }
+        let Some(node) = node.file() else {
+            // A directory: nothing to fingerprint or read by itself.
+            return Ok(());
+        };
+        walked.fingerprints.push(node.fingerprint(&key));
+        walked.names.push(key.clone());
+        if !read_content || !select.wants(&key) {
+            return Ok(());
+        }
+        let content = node.read(&key, limits.max_file_size)?;
+        if let Ok(bytes) = &content {
+            total += bytes.len() as u64;
+            if total > limits.max_total_size {
+                return Err(WalkError::Fatal(Error::VolumeRefused {
+                    path: root.to_owned(),
+                    reason: format!(
+                        "the keys read add up to more than {} bytes (--max-total-size)",
+                        limits.max_total_size
+                    ),
+                }));
+            }
+        }
+        walked.entries.insert(key, content);
+        after_key();
+        Ok(())
+    })?;
+    walked.names.sort();
+    walked.fingerprints.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(walked)
+}
+
+/// Why a non-file entry is refused.
+fn describe(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Symlink => {
+            "is a symlink; only regular files are read (a link could lead outside the volume)"
+        }
+        Kind::Fifo => "is a FIFO, not a regular file (reading it could block forever)",
+        Kind::Socket => "is a socket, not a regular file",
+        Kind::Device => "is a device, not a regular file",
+        Kind::Other | Kind::File | Kind::Dir => "is not a regular file",
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Windows' std metadata tells no FIFOs, sockets or devices apart.
+#[cfg_attr(not(unix), allow(dead_code))]
+enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    Device,
+    Other,
+}
+
+/// Reads an open file, bounded: never preallocates what the file claims
+/// (a sparse file can claim gigabytes), never reads past `max`.
+fn read_bounded(
+    mut file: impl io::Read,
+    key: &str,
+    max: u64,
+) -> io::Result<Result<Vec<u8>, Error>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = match file.read(&mut chunk) {
+            Ok(0) => return Ok(Ok(buf)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.len() as u64 + n as u64 > max {
+            return Ok(Err(too_large(key, buf.len() as u64 + n as u64, max)));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn too_large(key: &str, size: u64, max: u64) -> Error {
+    Error::Refused {
+        key: key.to_owned(),
+        reason: format!("is {size} bytes or more, over the {max}-byte limit (--max-file-size)"),
+    }
+}
+
+/// A read error on one key: a passing fault (retried), unless the file
+/// vanished (start over).
+fn read_fault(key: &str, path: &Path, e: io::Error) -> WalkError {
+    if e.kind() == io::ErrorKind::NotFound {
+        return WalkError::Vanished;
+    }
+    WalkError::Fatal(Error::ReadKey {
+        key: key.to_owned(),
+        path: path.to_owned(),
+        source: e,
+    })
+}
+
+fn too_deep(root: &Path, key: &str) -> WalkError {
+    WalkError::Fatal(Error::VolumeRefused {
+        path: root.to_owned(),
+        reason: format!("{key} is nested more than {MAX_DEPTH} directories deep"),
+    })
+}
+
+#[cfg(unix)]
+mod imp {
+    //! Directory handles: `openat` by one name, `O_NOFOLLOW`, `fstat`.
+
+    use std::{
+        ffi::{CStr, OsStr},
+        io,
+        os::{fd::OwnedFd, unix::ffi::OsStrExt},
+        path::Path,
+    };
+
+    use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat, fstat, openat, statat};
+
+    use super::{Fingerprint, Kind, WalkError, describe, read_bounded, read_fault, too_deep};
+    use crate::Error;
+
+    /// One entry, as seen through its parent's handle.
+    pub(crate) struct Node<'a> {
+        parent: &'a OwnedFd,
+        name: &'a CStr,
+        stat: Stat,
+        /// The full path, for messages only (never opened).
+        path: &'a Path,
+        /// The name is not UTF-8: listed, never read.
+        bad_name: bool,
+    }
+
+    impl<'a> Node<'a> {
+        /// `Some` for anything but a directory.
+        pub(crate) fn file(self) -> Option<Self> {
+            (kind(&self.stat) != Kind::Dir).then_some(self)
+        }
+
+        // The stat fields' types differ between Unix flavours (macOS has
+        // 32-bit modes, 64-bit Linux 64-bit times): the casts are needed
+        // somewhere even where they are no-ops.
+        #[allow(clippy::unnecessary_cast)]
+        pub(crate) fn fingerprint(&self, key: &str) -> Fingerprint {
+            let s = &self.stat;
+            Fingerprint {
+                key: key.to_owned(),
+                len: s.st_size as u64,
+                modified: Some((s.st_mtime as i64, s.st_mtime_nsec as u32)),
+                changed: Some((s.st_ctime as i64, s.st_ctime_nsec as u32)),
+                mode: s.st_mode as u32,
+                inode: s.st_ino as u64,
+                refused: self.bad_name || kind(s) != Kind::File,
+            }
+        }
+
+        /// The key's content, or why it is refused; `Err` to start over or
+        /// stop the read (a passing fault).
+        pub(crate) fn read(
+            &self,
+            key: &str,
+            max: u64,
+        ) -> Result<Result<Vec<u8>, Error>, WalkError> {
+            let refuse = |kind| {
+                Ok(Err(Error::Refused {
+                    key: key.to_owned(),
+                    reason: describe(kind).into(),
+                }))
+            };
+            if self.bad_name {
+                return Ok(Err(Error::Refused {
+                    key: key.to_owned(),
+                    reason: "name is not valid UTF-8".into(),
+                }));
+            }
+            if kind(&self.stat) != Kind::File {
+                return refuse(kind(&self.stat));
+            }
+            if self.stat.st_size as u64 > max {
+                return Ok(Err(super::too_large(key, self.stat.st_size as u64, max)));
+            }
+            // O_NONBLOCK: a FIFO that raced in after the listing must not
+            // hang us; it is refused by the fstat below.
+            let fd = match openat(
+                self.parent,
+                self.name,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                // Replaced by a symlink since it was listed: refused, never
+                // followed.
+                Err(rustix::io::Errno::LOOP) => return refuse(Kind::Symlink),
+                Err(e) => return Err(read_fault(key, self.path, e.into())),
+            };
+            // What was opened, not what was listed.
+            match fstat(&fd) {
+                Ok(s) if kind(&s) != Kind::File => return refuse(kind(&s)),
+                Ok(_) => {}
+                Err(e) => return Err(read_fault(key, self.path, e.into())),
+            }
+            read_bounded(std::fs::File::from(fd), key, max)
+                .map_err(|e| read_fault(key, self.path, e))
+        }
+    }
+
+    #[allow(clippy::unnecessary_cast)]
+    fn kind(s: &Stat) -> Kind {
+        match FileType::from_raw_mode(s.st_mode as _) {
+            FileType::RegularFile => Kind::File,
+            FileType::Directory => Kind::Dir,
+            FileType::Symlink => Kind::Symlink,
+            FileType::Fifo => Kind::Fifo,
+            FileType::Socket => Kind::Socket,
+            FileType::CharacterDevice | FileType::BlockDevice => Kind::Device,
+            _ => Kind::Other,
+        }
+    }
+
+    fn open_dir(parent: Option<&OwnedFd>, name: &CStr) -> io::Result<OwnedFd> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        Ok(match parent {
+            // By one name under a handle: never through a symlink.
+            Some(parent) => openat(parent, name, flags | OFlags::NOFOLLOW, Mode::empty())?,
+            // The root as given (the volume path itself may be a link).
+            None => openat(rustix::fs::CWD, name, flags, Mode::empty())?,
+        })
+    }
+
+    /// Visits every entry under `root`, depth first, skipping names that
+    /// start with `..` (the kubelet's own bookkeeping).
+    pub(crate) fn walk(
+        root: &Path,
+        visit: &mut dyn FnMut(String, Node<'_>) -> Result<(), WalkError>,
+    ) -> Result<(), WalkError> {
+        let root_c =
+            std::ffi::CString::new(root.as_os_str().as_bytes()).map_err(|_| WalkError::Vanished)?;
+        let root_fd = match open_dir(None, &root_c) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(WalkError::Vanished),
+            Err(e) => return Err(Error::io(root, "cannot open directory", e).into()),
+        };
+        // Each frame: a directory's handle, its key prefix, its entries.
+        let mut stack: Vec<(OwnedFd, String, Vec<std::ffi::CString>)> = Vec::new();
+        let names = list(&root_fd, root)?;
+        stack.push((root_fd, String::new(), names));
+        loop {
+            let depth = stack.len();
+            let Some((fd, prefix, names)) = stack.last_mut() else {
+                break;
+            };
+            let Some(name) = names.pop() else {
+                stack.pop();
+                continue;
+            };
+            let lossy = String::from_utf8_lossy(name.as_bytes());
+            let key = if prefix.is_empty() {
+                lossy.to_string()
+            } else {
+                format!("{prefix}/{lossy}")
+            };
+            let path = root.join(OsStr::from_bytes(key.as_bytes()));
+            let bad_name = std::str::from_utf8(name.as_bytes()).is_err();
+            let stat = match statat(&*fd, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(s) => s,
+                Err(rustix::io::Errno::NOENT) => return Err(WalkError::Vanished),
+                Err(e) => return Err(read_fault(&key, &path, e.into())),
+            };
+            if kind(&stat) == Kind::Dir {
+                if depth > super::MAX_DEPTH {
+                    return Err(too_deep(root, &key));
+                }
+                let sub = match open_dir(Some(fd), name.as_c_str()) {
+                    Ok(sub) => sub,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Err(WalkError::Vanished);
+                    }
+                    // Swapped for a symlink (ELOOP) or a file (ENOTDIR)
+                    // since the stat: the writer is at work; start over.
+                    Err(e)
+                        if [rustix::io::Errno::LOOP, rustix::io::Errno::NOTDIR]
+                            .iter()
+                            .any(|errno| e.raw_os_error() == Some(errno.raw_os_error())) =>
+                    {
+                        return Err(WalkError::Vanished);
+                    }
+                    Err(e) => return Err(read_fault(&key, &path, e)),
+                };
+                let sub_names = list(&sub, &path)?;
+                let (fd, _, _) = stack.last().expect("the parent frame");
+                visit(
+                    key.clone(),
+                    Node {
+                        parent: fd,
+                        name: name.as_c_str(),
+                        stat,
+                        path: &path,
+                        bad_name,
+                    },
+                )?;
+                stack.push((sub, key, sub_names));
+            } else {
+                let (fd, _, _) = stack.last().expect("the frame");
+                visit(
+                    key,
+                    Node {
+                        parent: fd,
+                        name: name.as_c_str(),
+                        stat,
+                        path: &path,
+                        bad_name,
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The names in a directory, `..`-prefixed ones left out, in reverse
+    /// order (popped from the end, so visited in order).
+    fn list(fd: &OwnedFd, path: &Path) -> Result<Vec<std::ffi::CString>, WalkError> {
+        let dup = rustix::io::dup(fd).map_err(|e| read_fault("", path, e.into()))?;
+        let dir = match Dir::new(dup) {
+            Ok(dir) => dir,
+            Err(e) => return Err(Error::io(path, "cannot list directory", e.into()).into()),
+        };
+        let mut names = Vec::new();
+        for entry in dir {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(rustix::io::Errno::NOENT) => return Err(WalkError::Vanished),
+                Err(e) => return Err(Error::io(path, "cannot list directory", e.into()).into()),
+            };
+            let name = entry.file_name();
+            if name.to_bytes().starts_with(b"..") || name.to_bytes() == b"." {
+                continue;
+            }
+            names.push(name.to_owned());
+        }
+        names.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(names)
+    }
+}
+
+#[cfg(not(unix))]
+mod imp {
+    //! Paths, with the opened file checked: Windows has no handle-relative
+    //! open in std. Symlinks are refused by their metadata and by what was
+    //! opened.
+
+    use std::{
+        fs, io,
+        path::{Path, PathBuf},
+    };
+
+    use super::{Fingerprint, Kind, WalkError, describe, read_bounded, read_fault, too_deep};
+    use crate::Error;
+
+    pub(crate) struct Node<'a> {
+        path: PathBuf,
+        meta: fs::Metadata,
+        bad_name: bool,
+        _lifetime: std::marker::PhantomData<&'a ()>,
+    }
+
+    fn kind(meta: &fs::Metadata) -> Kind {
+        let t = meta.file_type();
+        if t.is_symlink() {
+            Kind::Symlink
+        } else if t.is_dir() {
+            Kind::Dir
+        } else if t.is_file() {
+            Kind::File
+        } else {
+            Kind::Other
+        }
+    }
+
+    impl Node<'_> {
+        pub(crate) fn file(self) -> Option<Self> {
+            (kind(&self.meta) != Kind::Dir).then_some(self)
+        }
+
+        pub(crate) fn fingerprint(&self, key: &str) -> Fingerprint {
+            let stamp = |t: io::Result<std::time::SystemTime>| {
+                t.ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| (d.as_secs() as i64, d.subsec_nanos()))
+            };
+            Fingerprint {
+                key: key.to_owned(),
+                len: self.meta.len(),
+                modified: stamp(self.meta.modified()),
+                changed: stamp(self.meta.created()),
+                mode: u32::from(self.meta.permissions().readonly()),
+                inode: 0,
+                refused: self.bad_name || kind(&self.meta) != Kind::File,
+            }
+        }
+
+        pub(crate) fn read(
+            &self,
+            key: &str,
+            max: u64,
+        ) -> Result<Result<Vec<u8>, Error>, WalkError> {
+            let refuse = |kind| {
+                Ok(Err(Error::Refused {
+                    key: key.to_owned(),
+                    reason: describe(kind).into(),
+                }))
+            };
+            if self.bad_name {
+                return Ok(Err(Error::Refused {
+                    key: key.to_owned(),
+                    reason: "name is not valid UTF-8".into(),
+                }));
+            }
+            if kind(&self.meta) != Kind::File {
+                return refuse(kind(&self.meta));
+            }
+            if self.meta.len() > max {
+                return Ok(Err(super::too_large(key, self.meta.len(), max)));
+            }
+            let file = fs::File::open(&self.path).map_err(|e| read_fault(key, &self.path, e))?;
+            match file.metadata() {
+                Ok(m) if !m.is_file() => return refuse(Kind::Other),
+                Ok(_) => {}
+                Err(e) => return Err(read_fault(key, &self.path, e)),
+            }
+            read_bounded(file, key, max).map_err(|e| read_fault(key, &self.path, e))
+        }
+    }
+
+    pub(crate) fn walk(
+        root: &Path,
+        visit: &mut dyn FnMut(String, Node<'_>) -> Result<(), WalkError>,
+    ) -> Result<(), WalkError> {
+        let mut stack = vec![(root.to_owned(), String::new(), 0usize)];
+        while let Some((dir, prefix, depth)) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(WalkError::Vanished),
+                Err(e) => return Err(Error::io(&dir, "cannot list directory", e).into()),
+            };
+            for entry in entries {
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Err(WalkError::Vanished);
+                    }
+                    Err(e) => return Err(Error::io(&dir, "cannot list directory", e).into()),
+                };
+                let raw = entry.file_name();
+                let lossy = raw.to_string_lossy();
+                if lossy.starts_with("..") {
+                    continue;
+                }
+                let key = if prefix.is_empty() {
+                    lossy.to_string()
+                } else {
+                    format!("{prefix}/{lossy}")
+                };
+                let bad_name = raw.to_str().is_none();
+                let path = entry.path();
+                let meta = match fs::symlink_metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) => return Err(read_fault(&key, &path, e)),
+                };
+                if meta.is_dir() {
+                    if depth >= super::MAX_DEPTH {
+                        return Err(too_deep(root, &key));
+                    }
+                    stack.push((path.clone(), key.clone(), depth + 1));
+                }
+                visit(
+                    key,
+                    Node {
+                        path,
+                        meta,
+                        bad_name,
+                        _lifetime: std::marker::PhantomData,
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
