@@ -208,6 +208,8 @@ impl Round<'_> {
 pub struct ActionRunner {
     shared: Arc<Shared>,
     done: mpsc::Receiver<()>,
+    /// The worker was found dead (reported once).
+    dead: std::sync::atomic::AtomicBool,
 }
 
 impl ActionRunner {
@@ -224,15 +226,58 @@ impl ActionRunner {
                     dir: &actions.dir,
                 };
                 for action in &actions.list {
-                    report(run_action(action, &event, &round));
+                    // A panicking action is reported as failed; the worker
+                    // and the next rounds go on.
+                    let started = Instant::now();
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_action(action, &event, &round)
+                    }));
+                    report(result.unwrap_or_else(|panic| {
+                        let why = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "unknown cause".into());
+                        log::error!("{} {}: panicked: {why}", action.kind(), action.target());
+                        ActionReport {
+                            action: action.kind(),
+                            target: action.target(),
+                            ok: false,
+                            attempts: 1,
+                            duration: started.elapsed(),
+                            version: event.version.clone(),
+                            finished_at: SystemTime::now(),
+                            error: Some(format!("panicked: {why}")),
+                        }
+                    }));
                 }
             }
         });
-        ActionRunner { shared, done }
+        ActionRunner {
+            shared,
+            done,
+            dead: Default::default(),
+        }
+    }
+
+    /// Whether the worker is still there to run rounds.
+    pub fn is_alive(&self) -> bool {
+        !matches!(self.done.try_recv(), Err(mpsc::TryRecvError::Disconnected))
     }
 
     /// Queues a round for `event`, replacing any round not yet started.
+    /// A worker that died is reported (once) instead of silently dropping
+    /// every later round.
     pub fn submit(&self, event: Event) {
+        if !self.is_alive() {
+            if !self.dead.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                log::error!(
+                    "the action worker has stopped: no action will run for {} or later versions",
+                    event.version
+                );
+            }
+            return;
+        }
         let mut s = self.shared.lock();
         if let Some(old) = s.pending.replace(event) {
             log::debug!("actions for {} superseded before they started", old.version);

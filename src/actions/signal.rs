@@ -102,8 +102,17 @@ impl SignalAction {
                 .ok()
                 .and_then(rustix::process::Pid::from_raw)
                 .ok_or_else(|| format!("invalid process id {pid}"))?;
-            rustix::process::kill_process(target, self.signal)
-                .map_err(|e| format!("cannot send {} to pid {pid}: {e}", self.name))
+            rustix::process::kill_process(target, self.signal).map_err(|e| {
+                let hint = match e {
+                    rustix::io::Errno::PERM => {
+                        " (signalling another container's process needs shareProcessNamespace: true \
+                         and the same user, or the CAP_KILL capability)"
+                    }
+                    rustix::io::Errno::SRCH => " (no such process: is the pid file stale?)",
+                    _ => "",
+                };
+                format!("cannot send {} to pid {pid}: {e}{hint}", self.name)
+            })
         }
         #[cfg(not(unix))]
         Err(format!(

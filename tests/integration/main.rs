@@ -6,6 +6,7 @@ mod helper;
 
 mod hostile;
 
+mod action_faults;
 mod actions;
 mod cli;
 mod dirs;

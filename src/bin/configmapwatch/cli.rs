@@ -4,7 +4,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum, builder::BoolishValueParser};
 use configmapwatch::{
     OutputFormat, Selector, WatchOptions,
     actions::{
@@ -99,7 +99,7 @@ pub struct WatchArgs {
 
     /// Use every key: one JSON object mapping each key to its parsed JSON
     /// (keys ending in .json) or its text. Any key's change fires.
-    #[arg(long, env = "CONFIGMAPWATCH_ALL_KEYS", conflicts_with = "file")]
+    #[arg(long, env = "CONFIGMAPWATCH_ALL_KEYS", conflicts_with = "file", value_parser = boolish(), action = ArgAction::SetTrue)]
     pub all_keys: bool,
 
     /// Time between checks, e.g. 500ms, 5s, 1m.
@@ -114,7 +114,7 @@ pub struct WatchArgs {
     /// Print the current config and exit: 0 if valid, 1 if missing or
     /// invalid. With --on-start, also run the actions once on it and exit
     /// with their result (an init container).
-    #[arg(long, env = "CONFIGMAPWATCH_ONCE")]
+    #[arg(long, env = "CONFIGMAPWATCH_ONCE", value_parser = boolish(), action = ArgAction::SetTrue)]
     pub once: bool,
 
     /// Refuse files larger than this, e.g. 1MiB (a ConfigMap holds at most 1 MiB).
@@ -144,13 +144,10 @@ pub struct ActionArgs {
     #[arg(long, value_name = "PROGRAM [ARGS]", num_args = 1.., allow_hyphen_values = true)]
     pub exec: Vec<String>,
 
-    /// Send the event (as --output json) to this URL; repeatable. http:// only.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "CONFIGMAPWATCH_WEBHOOK_URL",
-        value_delimiter = ','
-    )]
+    /// Send the event (as --output json) to this URL; repeatable. http://
+    /// only. [env: CONFIGMAPWATCH_WEBHOOK_URL, comma-separated; on the
+    /// command line a comma is part of the URL]
+    #[arg(long, value_name = "URL")]
     pub webhook_url: Vec<String>,
 
     /// HTTP method for webhooks.
@@ -186,6 +183,12 @@ pub struct ActionArgs {
     )]
     pub webhook_retries: u32,
 
+    /// Kill a command still running after this (with every process it
+    /// started) and report the round failed; the next round runs.
+    #[arg(long, value_name = "DURATION", env = "CONFIGMAPWATCH_EXEC_TIMEOUT", default_value = "30s",
+          value_parser = parse_interval)]
+    pub exec_timeout: Duration,
+
     /// Send this signal (HUP, USR1, USR2, TERM, ...) to the process given by
     /// --pid or --pid-file. Unix only.
     #[arg(
@@ -196,12 +199,13 @@ pub struct ActionArgs {
     )]
     pub signal: Option<String>,
 
-    /// The process to signal.
+    /// The process to signal (a positive process id).
     #[arg(
         long,
         value_name = "PID",
         env = "CONFIGMAPWATCH_PID",
-        requires = "signal"
+        requires = "signal",
+        value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64)
     )]
     pub pid: Option<u32>,
 
@@ -215,7 +219,7 @@ pub struct ActionArgs {
     pub pid_file: Option<PathBuf>,
 
     /// Also run the actions for the initial config.
-    #[arg(long, env = "CONFIGMAPWATCH_ON_START")]
+    #[arg(long, env = "CONFIGMAPWATCH_ON_START", value_parser = boolish(), action = ArgAction::SetTrue)]
     pub on_start: bool,
 
     /// On SIGTERM, wait this long for running actions, then exit.
@@ -281,19 +285,21 @@ impl WatchArgs {
 impl ActionArgs {
     fn actions(&self, dir: &std::path::Path) -> Result<Actions, String> {
         let mut list = Vec::new();
-        let exec = match self.exec.is_empty() {
-            true => std::env::var("CONFIGMAPWATCH_EXEC")
-                .map(|s| s.split_whitespace().map(str::to_owned).collect())
-                .unwrap_or_default(),
-            false => self.exec.clone(),
+        let exec = match (self.exec.is_empty(), std::env::var("CONFIGMAPWATCH_EXEC")) {
+            // Split as a shell would: `sh -c 'echo hi'` is three words.
+            (true, Ok(line)) => {
+                shell_words::split(&line).map_err(|e| format!("CONFIGMAPWATCH_EXEC: {e}"))?
+            }
+            _ => self.exec.clone(),
         };
         // `--exec -- prog args` is as natural as `--exec prog args`.
         let exec = exec.strip_prefix(&["--".to_owned()]).unwrap_or(&exec);
+        warn_on_our_flags(exec.get(1..).unwrap_or_default());
+        let exec_at = list.len();
         if let Some((program, args)) = exec.split_first() {
-            list.push(Action::Exec(Exec {
-                program: program.clone(),
-                args: args.to_vec(),
-            }));
+            let mut exec = Exec::new(program.clone(), args.to_vec());
+            exec.timeout = self.exec_timeout;
+            list.push(Action::Exec(exec));
         }
         let options = WebhookOptions {
             method: self.webhook_method.to_ascii_uppercase(),
@@ -302,8 +308,28 @@ impl ActionArgs {
             accept: self.webhook_status_code.clone(),
             retries: self.webhook_retries,
         };
-        for url in &self.webhook_url {
-            list.push(Action::Webhook(Webhook::new(url, options.clone())?));
+        // Only the environment variable is split on commas: on the command
+        // line, `?ids=1,2` is part of one URL.
+        let urls = match (
+            self.webhook_url.is_empty(),
+            std::env::var("CONFIGMAPWATCH_WEBHOOK_URL"),
+        ) {
+            (true, Ok(list)) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            _ => self.webhook_url.clone(),
+        };
+        let mut secrets = Vec::new();
+        for url in &urls {
+            let hook = Webhook::new(url, options.clone())?;
+            secrets.extend(hook.secrets());
+            list.push(Action::Webhook(hook));
+        }
+        if let Some(Action::Exec(exec)) = list.get_mut(exec_at) {
+            exec.secrets = secrets;
         }
         if let Some(signal) = &self.signal {
             let target = match (&self.pid, &self.pid_file) {
@@ -322,13 +348,43 @@ impl ActionArgs {
     }
 }
 
+/// Every argument after `--exec` belongs to the command: one that is one
+/// of our own flags was most likely meant for us.
+fn warn_on_our_flags(args: &[String]) {
+    use clap::CommandFactory;
+    let ours = Cli::command();
+    for arg in args {
+        let Some(name) = arg.strip_prefix("--") else {
+            continue;
+        };
+        let name = name.split('=').next().unwrap_or(name);
+        if ours.get_arguments().any(|a| a.get_long() == Some(name)) {
+            log::warn!(
+                "--exec: {arg} is passed to the command, not to configmapwatch (everything after --exec is the command's); put --exec last"
+            );
+        }
+    }
+}
+
+/// The longest duration any option takes: a day. Longer ones are mistakes,
+/// and would overflow deadlines computed from them.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
 fn parse_interval(s: &str) -> Result<Duration, String> {
     let d =
         humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 500ms, 5s, 1m)"))?;
     if d.is_zero() {
         return Err("must be greater than zero".into());
     }
+    if d > MAX_DURATION {
+        return Err("must be at most 24h".into());
+    }
     Ok(d)
+}
+
+/// Booleans from the environment: 1/0, true/false, yes/no, on/off.
+fn boolish() -> BoolishValueParser {
+    BoolishValueParser::new()
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -359,6 +415,8 @@ mod tests {
         assert_eq!(parse_interval("5s"), Ok(Duration::from_secs(5)));
         assert!(parse_interval("0s").is_err());
         assert!(parse_interval("soon").is_err());
+        assert!(parse_interval("25h").is_err());
+        assert!(parse_interval("500000000000years").is_err());
         assert_eq!(parse_size("1MiB"), Ok(1 << 20));
         assert!(parse_size("0").is_err());
         assert_eq!(
