@@ -5,7 +5,7 @@
 //! without inotify.
 //!
 //! - [`volume`] reads a mounted volume into consistent [`Snapshot`]s.
-//! - [`config`] turns a snapshot into the config (JSON).
+//! - [`format`] turns a snapshot into the config (JSON, YAML, TOML, text).
 //! - [`watcher`] is the poll loop: [`Watcher::check`] is one tick,
 //!   [`Watcher::run`] loops until a [`Shutdown`] fires.
 //! - [`writer`] writes a volume exactly as the kubelet does (`publish`).
@@ -25,16 +25,16 @@
 
 #[cfg(feature = "actions")]
 pub mod actions;
-pub mod config;
 mod error;
 pub mod event;
+pub mod format;
 pub mod volume;
 pub mod watcher;
 pub mod writer;
 
-pub use config::Selector;
 pub use error::{Error, ErrorKind, Result, error_chain};
 pub use event::{Event, EventKind, OutputFormat};
+pub use format::{Format, Position, Selector};
 pub use volume::{Layout, ReadStep, Snapshot, Volume};
 pub use watcher::{
     EventHandler, Heartbeat, Shutdown, ShutdownListener, Validator, WatchOptions, Watcher,

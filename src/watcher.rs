@@ -21,8 +21,8 @@ use serde_json::Value;
 
 use crate::{
     Error,
-    config::Selector,
     event::{Event, EventKind},
+    format::Selector,
     volume::{self, Fingerprint, Layout, LinkRead, Snapshot, Volume, WalkError, fingerprints},
 };
 
