@@ -28,6 +28,7 @@ pub mod actions;
 mod error;
 pub mod event;
 pub mod format;
+pub mod live;
 pub mod volume;
 pub mod watcher;
 pub mod writer;
@@ -35,6 +36,7 @@ pub mod writer;
 pub use error::{Error, ErrorKind, Result, error_chain};
 pub use event::{Event, EventKind, OutputFormat};
 pub use format::{Format, Position, Selector};
+pub use live::{Live, LiveBuilder, LiveDriver};
 pub use volume::{Layout, ReadStep, Snapshot, Volume};
 pub use watcher::{
     EventHandler, Heartbeat, Shutdown, ShutdownListener, Validator, WatchOptions, Watcher,

@@ -10,6 +10,7 @@ mod actions;
 mod cli;
 mod fuzz_replay;
 mod interleave;
+mod live;
 mod reader;
 mod torture;
 mod watcher;
