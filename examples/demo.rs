@@ -18,7 +18,10 @@ use serde_json::Value;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let dir = args.next().unwrap_or_else(|| "/opt/config".into());
-    let run_for = args.next().map(|d| humantime::parse_duration(&d)).transpose()?;
+    let run_for = args
+        .next()
+        .map(|d| humantime::parse_duration(&d))
+        .transpose()?;
 
     let config = Live::<Value>::watch(&dir)
         .key("config.json")

@@ -52,7 +52,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             1..=16 => Ok(()),
             n => Err(format!("workers must be 1 to 16, not {n}")),
         })
-        .on_error(|e: &Event| println!("refused {}: {}", e.version, e.error.as_deref().unwrap_or("?")))
+        .on_error(|e: &Event| {
+            println!(
+                "refused {}: {}",
+                e.version,
+                e.error.as_deref().unwrap_or("?")
+            )
+        })
         .start(Duration::from_secs(30))?;
 
     let first = config.get();
