@@ -270,8 +270,9 @@ impl Selector {
         }
     }
 
-    /// Deserializes the config of `snapshot` into `T`. With one key, `T` is
-    /// read from the key's bytes, so mismatches carry a line and column;
+    /// Deserializes the config of `snapshot` into `T`. With one key, a
+    /// mismatch is found again in the key's bytes, so it carries a line and
+    /// column;
     /// otherwise from `config` (what [`extract`](Self::extract) returned),
     /// naming the key and field path.
     pub fn deserialize<T: DeserializeOwned>(
@@ -285,7 +286,14 @@ impl Selector {
                 if format == Format::Text {
                     return from_value(key, format, config.clone());
                 }
-                format.deserialize(key, bytes_of(snapshot, key)?)
+                // From the parsed value first: it is already in memory, so
+                // a good version costs one parse, not two. Only a refusal
+                // (or a type the JSON value cannot express, such as a TOML
+                // datetime) goes back to the bytes, for the line and column.
+                match T::deserialize(config) {
+                    Ok(typed) => Ok(typed),
+                    Err(_) => format.deserialize(key, bytes_of(snapshot, key)?),
+                }
             }
             Keys::Many(_) | Keys::All => {
                 serde_path_to_error::deserialize(config).map_err(|e| {
