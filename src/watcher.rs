@@ -57,6 +57,24 @@ impl WatchOptions {
             max_file_size: volume::DEFAULT_MAX_FILE_SIZE,
         }
     }
+
+    /// Which key(s) make up the config, and how they are parsed.
+    pub fn with_selector(mut self, selector: Selector) -> Self {
+        self.selector = selector;
+        self
+    }
+
+    /// Time between checks.
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Files larger than this are refused.
+    pub fn with_max_file_size(mut self, bytes: u64) -> Self {
+        self.max_file_size = bytes;
+        self
+    }
 }
 
 /// Receives the watcher's events: a closure, or an `mpsc::Sender<Event>`.
@@ -260,6 +278,11 @@ impl Watcher {
 
     /// Checks once, then every interval, handing events to `handler`, until
     /// `shutdown` fires.
+    ///
+    /// Keep the [`Shutdown`] handle alive: once every handle is dropped the
+    /// listener counts as shut down and `run` returns after its first check
+    /// (`let (_, listener) = shutdown_channel()` stops at once). For a
+    /// config that stops with its users, see [`Live`](crate::Live).
     pub fn run(&mut self, shutdown: &ShutdownListener, handler: &mut impl EventHandler) {
         loop {
             if let Some(event) = self.check() {

@@ -441,3 +441,18 @@ fn file_repeatable_and_format_flag() {
     let e = run.event_for("error", &vol.target());
     assert!(e["error"].as_str().unwrap().contains("--format"), "{e}");
 }
+
+#[test]
+fn builder_over_watch_options() {
+    use configmapwatch::{Selector, WatchOptions};
+    let vol = vol!();
+    vol.publish(&[("app.conf", "[server]\nport = 4\n")]);
+    let options = WatchOptions::new(vol.path())
+        .with_selector(Selector::key("app.conf").with_format(Format::Toml))
+        .with_interval(FAST)
+        .with_max_file_size(1 << 20);
+    let live = Live::<std::collections::BTreeMap<String, Server>>::builder(options)
+        .start(DEADLINE)
+        .unwrap();
+    assert_eq!(live.get()["server"].port, 4);
+}
