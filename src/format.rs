@@ -381,8 +381,18 @@ fn path_message(path: &str, message: &str) -> String {
 
 fn with_path(path: Option<String>, message: &str) -> String {
     match path {
-        Some(path) => path_message(&path, message),
+        Some(path) => path_message(&shorten(&path), message),
         None => message.to_owned(),
+    }
+}
+
+/// A field path of reasonable length: deep nesting (refused at depth 64)
+/// would otherwise fill the line with `[0][0]...`.
+fn shorten(path: &str) -> String {
+    const KEEP: usize = 60;
+    match path.char_indices().rev().nth(KEEP) {
+        Some((i, _)) if path.len() > 2 * KEEP => format!("...{}", &path[i..]),
+        _ => path.to_owned(),
     }
 }
 
@@ -435,7 +445,8 @@ fn yaml<T: DeserializeOwned>(_key: &str, _bytes: &[u8]) -> Result<T> {
 fn yaml_message(e: &serde_saphyr::Error) -> String {
     let message = e.without_snippet().to_string();
     let first = message.lines().next().unwrap_or("").trim();
-    match first.rfind(" at line ") {
+    // The first " at line" starts the location (alias errors chain several).
+    match first.find(" at line ") {
         Some(i) => first[..i].to_owned(),
         None => first.to_owned(),
     }
@@ -731,6 +742,15 @@ mod tests {
                 let s = snapshot(&[("config.yaml", doc.as_bytes())]);
                 let err = Selector::key("config.yaml").extract(&s).unwrap_err();
                 assert!(matches!(err, Error::Parse { .. }), "{name}: {err:?}");
+                // Refused by the configured budget, not by running out.
+                let why = match name {
+                    "bomb" => "alias replay limit exceeded",
+                    "flow" => "recursion limit exceeded",
+                    _ => "budget breached: Depth",
+                };
+                let text = err.to_string();
+                assert!(text.contains(why), "{name}: {text}");
+                assert!(text.len() < 300, "{name}: a long message: {text}");
                 assert!(
                     start.elapsed() < std::time::Duration::from_secs(5),
                     "{name} took {:?}",
