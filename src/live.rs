@@ -215,7 +215,9 @@ impl<T: DeserializeOwned + Send + Sync + 'static> LiveBuilder<T> {
     }
 
     /// Called on the watching thread after each accepted config (the first
-    /// included), with the new config and its event.
+    /// included), with the new config and its event. Keep it short: the
+    /// next check waits for it; a panic in it ends watching (the last
+    /// config stays readable).
     pub fn on_change(mut self, f: impl FnMut(&Arc<T>, &Event) + Send + 'static) -> Self {
         self.on_change = Some(Box::new(f));
         self
