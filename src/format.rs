@@ -298,8 +298,12 @@ impl Selector {
             Keys::Many(_) | Keys::All => {
                 serde_path_to_error::deserialize(config).map_err(|e| {
                     let path = e.path().to_string();
-                    // The first segment is the key the field lives in.
-                    let key = path.split('.').next().unwrap_or("").to_owned();
+                    // The first segment is the key the field lives in (key
+                    // names hold dots, so not a split of the text).
+                    let key = match e.path().iter().next() {
+                        Some(serde_path_to_error::Segment::Map { key }) => key.clone(),
+                        _ => String::new(),
+                    };
                     let format = self.format_of(&key).unwrap_or(Format::Json);
                     Error::Parse {
                         key,
@@ -629,6 +633,29 @@ mod tests {
             json!({"a.json": [1], "b.json": {"x": 2}})
         );
         assert_eq!(Selector::keys(["a.json"]), Selector::key("a.json"));
+
+        // A mismatch inside one of several keys names that key and the path.
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Both {
+            #[serde(rename = "a.json")]
+            a: Vec<u8>,
+            #[serde(rename = "b.json")]
+            b: Server,
+        }
+        let s = snapshot(&[("a.json", b"[1]"), ("b.json", b"{\"port\": -1}")]);
+        let sel = Selector::keys(["a.json", "b.json"]);
+        let config = sel.extract(&s).unwrap();
+        match sel.deserialize::<Both>(&s, &config).unwrap_err() {
+            Error::Parse { key, message, .. } => {
+                assert_eq!(key, "b.json");
+                assert!(
+                    message.starts_with("b.json.port: invalid value"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
