@@ -186,10 +186,10 @@ pub fn run(data: &[u8]) {
                 );
             }
         }
-        let _ = Selector::AllKeys.extract(&snapshot);
+        let _ = Selector::all_keys().extract(&snapshot);
         let _ = Selector::default().extract(&snapshot);
     }
-    for selector in [Selector::AllKeys, Selector::default()] {
+    for selector in [Selector::all_keys(), Selector::default()] {
         let mut watcher = Watcher::new(WatchOptions {
             selector,
             max_file_size: CAP,

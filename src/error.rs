@@ -3,6 +3,8 @@
 
 use std::{io, path::PathBuf};
 
+use crate::format::{Format, Position};
+
 /// Everything that can go wrong while reading, parsing or writing a volume.
 ///
 /// Every error says what kind it is ([`Error::kind`]): a problem with a
@@ -71,17 +73,46 @@ pub enum Error {
         key: String,
         /// The version that lacks it.
         version: String,
+        /// The keys the version does hold (for the message).
+        present: Vec<String>,
     },
-    /// A key holds invalid JSON.
-    Json {
+    /// A key's content does not parse in its format, or does not fit the
+    /// typed config (then the message starts with the field path, e.g.
+    /// `server.port: invalid type: string "x", expected u16`).
+    Parse {
         /// The key.
         key: String,
-        /// 1-based line of the error.
-        line: usize,
-        /// 1-based column of the error.
-        column: usize,
+        /// The format it was read as.
+        format: Format,
+        /// Where in the key, when the format says (always for syntax
+        /// errors; not for a mismatch found in a multi-key object).
+        position: Option<Position>,
         /// The parser's message, without the position.
         message: String,
+    },
+    /// A key's format cannot be told from its extension, or is not built
+    /// in.
+    Format {
+        /// The key.
+        key: String,
+        /// Why, and how to choose a format.
+        reason: String,
+    },
+    /// A typed config (or validator) refused the version.
+    Invalid {
+        /// The version refused.
+        version: String,
+        /// The validator's message.
+        reason: String,
+    },
+    /// No good config arrived in time (a [`Live`](crate::Live) starting).
+    NoConfig {
+        /// The volume directory.
+        path: PathBuf,
+        /// How long it waited.
+        waited: std::time::Duration,
+        /// The last error seen meanwhile, if any.
+        last_error: Option<String>,
     },
     /// A text key (in `--all-keys` mode) is not UTF-8.
     NotText {
@@ -138,12 +169,15 @@ impl Error {
             | Error::DirMissing { .. }
             | Error::DataLinkMissing { .. }
             | Error::ReadKey { .. }
-            | Error::Unstable { .. } => ErrorKind::Transient,
+            | Error::Unstable { .. }
+            | Error::NoConfig { .. } => ErrorKind::Transient,
             Error::BadTarget { .. }
             | Error::VolumeRefused { .. }
             | Error::Refused { .. }
             | Error::MissingKey { .. }
-            | Error::Json { .. }
+            | Error::Parse { .. }
+            | Error::Format { .. }
+            | Error::Invalid { .. }
             | Error::NotText { .. } => ErrorKind::Content,
             Error::InvalidKey { .. } | Error::SymlinkPrivilege { .. } => ErrorKind::Usage,
         }
@@ -161,7 +195,8 @@ impl Error {
             Error::Refused { key, .. }
             | Error::ReadKey { key, .. }
             | Error::MissingKey { key, .. }
-            | Error::Json { key, .. }
+            | Error::Parse { key, .. }
+            | Error::Format { key, .. }
             | Error::NotText { key }
             | Error::InvalidKey { key, .. } => Some(key),
             Error::BadTarget { .. } | Error::DataLinkMissing { .. } => Some("..data"),
@@ -207,16 +242,56 @@ impl std::fmt::Display for Error {
             Error::ReadKey { key, path, .. } => {
                 write!(f, "key {key}: cannot read {}", path.display())
             }
-            Error::MissingKey { key, version } => write!(f, "key {key} not found in {version}"),
-            Error::Json {
+            Error::MissingKey {
                 key,
-                line,
-                column,
+                version,
+                present,
+            } => {
+                write!(f, "key {key} not found in {version}")?;
+                match present.len() {
+                    0 => write!(f, " (it holds no keys)"),
+                    n if n <= 10 => write!(f, " (its keys: {})", present.join(", ")),
+                    n => write!(
+                        f,
+                        " (its keys: {}, and {} more)",
+                        present[..10].join(", "),
+                        n - 10
+                    ),
+                }
+            }
+            Error::Parse {
+                key,
+                format,
+                position: Some(Position { line, column }),
                 message,
             } => write!(
                 f,
-                "key {key}: invalid JSON at line {line}, column {column}: {message}"
+                "key {key}: invalid {format} at line {line}, column {column}: {message}"
             ),
+            Error::Parse {
+                key,
+                format,
+                position: None,
+                message,
+            } => write!(f, "key {key}: invalid {format}: {message}"),
+            Error::Format { key, reason } => write!(f, "key {key}: {reason}"),
+            Error::Invalid { version, reason } => write!(f, "{version}: refused: {reason}"),
+            Error::NoConfig {
+                path,
+                waited,
+                last_error,
+            } => {
+                write!(
+                    f,
+                    "{}: no good config within {}",
+                    path.display(),
+                    humantime::format_duration(*waited)
+                )?;
+                match last_error {
+                    Some(e) => write!(f, " (last error: {e})"),
+                    None => Ok(()),
+                }
+            }
             Error::NotText { key } => write!(
                 f,
                 "key {key}: not valid UTF-8 text (binary keys cannot be carried in the config object)"

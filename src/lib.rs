@@ -4,37 +4,111 @@
 //! Secret, projected, downwardAPI) volume by polling `readlink(..data)`,
 //! without inotify.
 //!
-//! - [`volume`] reads a mounted volume into consistent [`Snapshot`]s.
-//! - [`config`] turns a snapshot into the config (JSON).
-//! - [`watcher`] is the poll loop: [`Watcher::check`] is one tick,
-//!   [`Watcher::run`] loops until a [`Shutdown`] fires.
-//! - [`writer`] writes a volume exactly as the kubelet does (`publish`).
+//! ## A typed config, live
+//!
+//! [`Live<T>`](Live) watches on a thread of its own; [`Live::get`] returns
+//! the current `Arc<T>` without a lock, from any number of threads.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use configmapwatch::Live;
+//! use serde::Deserialize;
+//!
+//! #[derive(Deserialize)]
+//! struct Config {
+//!     greeting: String,
+//!     server: Server,
+//! }
+//! #[derive(Deserialize)]
+//! struct Server {
+//!     port: u16,
+//! }
+//!
+//! let config = Live::<Config>::watch("/opt/config")
+//!     .key("config.yaml")
+//!     .validate(|c: &Config| if c.server.port == 0 { Err("port 0".into()) } else { Ok(()) })
+//!     .start(Duration::from_secs(30))?; // waits for the first good config
+//! let now = config.get();
+//! println!("{} on port {}", now.greeting, now.server.port);
+//! // Blocks until the next accepted version (or use on_change).
+//! let _next = config.wait_for_change(&now, Duration::from_secs(60));
+//! # Ok::<(), configmapwatch::Error>(())
+//! ```
+//!
+//! Deserializing into `T` and the validator are part of accepting a
+//! version: one that does not fit is an error event naming the key, the
+//! field path, the line and the column, and the last good `T` stays. The
+//! thread stops when the last handle is dropped.
+//!
+//! ## Async
+//!
+//! With the `tokio` feature, `Live::subscribe` gives a
+//! `tokio::sync::watch::Receiver<Arc<T>>` (and `Live::changed(&seen)` is
+//! an `async fn`):
+//!
+//! ```no_run
+//! # #[derive(serde::Deserialize)] struct Config { greeting: String }
+//! # async fn serve() -> Result<(), configmapwatch::Error> {
+//! # use std::time::Duration;
+//! // start() blocks until the first config: call it before the runtime,
+//! // or in spawn_blocking.
+//! let config = configmapwatch::Live::<Config>::watch("/opt/config")
+//!     .key("config.toml")
+//!     .start(Duration::from_secs(30))?;
+//! let mut changes = config.subscribe();
+//! while changes.changed().await.is_ok() {
+//!     let now = changes.borrow_and_update().clone();
+//!     println!("greeting is now {}", now.greeting);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Your own loop
+//!
+//! The untyped [`Watcher`]: [`Watcher::check`] is one tick (an idle tick is
+//! one `readlink` and no allocation), [`Watcher::run`] loops until a
+//! [`Shutdown`] fires.
 //!
 //! ```no_run
 //! use configmapwatch::{WatchOptions, Watcher, shutdown_channel};
 //!
 //! let mut watcher = Watcher::new(WatchOptions::new("/opt/config"));
 //! let (shutdown, listener) = shutdown_channel();
-//! // Keep `shutdown` somewhere (e.g. a signal handler) to stop the loop.
+//! // Keep `shutdown` (e.g. in a signal handler): only `trigger()` ends the
+//! // loop; dropping it does not.
 //! watcher.run(&listener, &mut |event: configmapwatch::Event| {
 //!     println!("{}", event.to_text());
 //! });
 //! # drop(shutdown);
 //! ```
+//!
+//! ## Modules and formats
+//!
+//! - [`volume`] reads a mounted volume into consistent [`Snapshot`]s.
+//! - [`mod@format`] turns a snapshot into the config: `.json`, `.yaml`/`.yml`
+//!   (feature `yaml`), `.toml` (feature `toml`) or text, by extension or
+//!   [`Selector::with_format`]; every parse error names key, line, column.
+//! - [`watcher`] is the poll loop; [`live`] the typed handle.
+//! - [`writer`] writes a volume exactly as the kubelet does (`publish`).
+//!
+//! Features: `yaml`, `toml` (on with the default `cli`; opt-in for the
+//! library), `tokio`, `actions`, `cli`.
 #![deny(missing_docs)]
 
 #[cfg(feature = "actions")]
 pub mod actions;
-pub mod config;
 mod error;
 pub mod event;
+pub mod format;
+pub mod live;
 pub mod volume;
 pub mod watcher;
 pub mod writer;
 
-pub use config::Selector;
 pub use error::{Error, ErrorKind, Result, error_chain};
 pub use event::{Event, EventKind, Lag, OutputFormat};
+pub use format::{Format, Position, Selector};
+pub use live::{Live, LiveBuilder, LiveDriver};
 pub use volume::{Layout, ReadStep, Snapshot, Volume};
 pub use watcher::{
     EventHandler, Fault, Heartbeat, Shutdown, ShutdownListener, Validator, WatchOptions, Watcher,

@@ -21,8 +21,8 @@ use serde_json::Value;
 
 use crate::{
     Error, ErrorKind,
-    config::Selector,
     event::{Event, EventKind, Lag},
+    format::Selector,
     volume::{self, Fingerprint, Layout, Limits, LinkRead, Snapshot, Volume, WalkError},
 };
 
@@ -54,6 +54,24 @@ impl WatchOptions {
             max_file_size: volume::DEFAULT_MAX_FILE_SIZE,
             max_total_size: volume::DEFAULT_MAX_TOTAL_SIZE,
         }
+    }
+
+    /// Which key(s) make up the config, and how they are parsed.
+    pub fn with_selector(mut self, selector: Selector) -> Self {
+        self.selector = selector;
+        self
+    }
+
+    /// Time between checks.
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Files larger than this are refused.
+    pub fn with_max_file_size(mut self, bytes: u64) -> Self {
+        self.max_file_size = bytes;
+        self
     }
 }
 
@@ -289,8 +307,8 @@ impl Watcher {
                     },
                 );
                 // Only the selected key is read; the others are listed.
-                if let Selector::Key(key) = &options.selector {
-                    volume.select_keys(vec![key.clone()]);
+                if let Some(keys) = options.selector.needed_keys() {
+                    volume.select_keys(keys);
                 }
                 volume
             },

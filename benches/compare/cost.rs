@@ -284,7 +284,7 @@ pub fn measure(plan: &Plan, tmp: &Path) -> Costs {
         ),
         reload_100_keys_ms: reload(
             &tmp.join("100keys"),
-            Selector::AllKeys,
+            Selector::all_keys(),
             plan.repeats,
             hundred_keys,
         ),

@@ -4,12 +4,15 @@
 //!
 //! `cargo bench --bench compare` runs it in full and rewrites BENCHMARKS.md
 //! and docs/lag.svg; `cargo bench --bench compare -- --quick` runs a small
-//! version (CI) and writes its report under target/ instead.
+//! version (CI) and writes its report under target/ instead; `-- --live-only`
+//! prints the `Live<T>` section alone.
 
 #[cfg(target_os = "linux")]
 mod cost;
 #[cfg(target_os = "linux")]
 mod inotify_watchers;
+#[cfg(target_os = "linux")]
+mod live;
 #[cfg(target_os = "linux")]
 mod report;
 
@@ -42,7 +45,7 @@ mod linux {
         AtomicWriter, Event, EventKind, Payload, WatchOptions, Watcher, shutdown_channel,
     };
 
-    use crate::{Detections, cost, inotify_watchers, report};
+    use crate::{Detections, cost, inotify_watchers, live, report};
 
     #[global_allocator]
     static ALLOC: cost::CountingAlloc = cost::CountingAlloc;
@@ -249,6 +252,11 @@ mod linux {
         let started = Instant::now();
         let tmp = tempfile::tempdir().unwrap();
         let ms = Duration::from_millis;
+        // `-- --live-only`: just the Live<T> section, printed.
+        if std::env::args().any(|a| a == "--live-only") {
+            println!("{}", live::markdown(&live::measure(&plan, tmp.path())));
+            return;
+        }
 
         eprintln!(
             "lag: 10 ms, 100 ms and inotify watchers ({} updates)",
@@ -327,7 +335,9 @@ mod linux {
             costs: &costs,
             elapsed: started.elapsed(),
         };
-        let markdown = report.markdown();
+        eprintln!("Live<T>: reads while swapping, typed reloads");
+        let live_costs = live::measure(&plan, tmp.path());
+        let markdown = report.markdown() + &live::markdown(&live_costs);
         println!("{markdown}");
         let (md_path, svg_path): (PathBuf, PathBuf) = if plan.quick {
             let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-quick");

@@ -116,7 +116,7 @@ fn an_empty_plain_directory_is_a_version() {
     let vol = Vol::new();
     std::fs::create_dir_all(vol.path()).unwrap();
     let mut w = Watcher::new(WatchOptions {
-        selector: Selector::AllKeys,
+        selector: Selector::all_keys(),
         ..WatchOptions::new(vol.path())
     });
     let e = w.check().expect("an empty directory gave no event");

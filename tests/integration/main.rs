@@ -13,6 +13,7 @@ mod dirs;
 mod faults;
 mod fuzz_replay;
 mod interleave;
+mod live;
 mod once;
 mod reader;
 mod torture;

@@ -176,7 +176,7 @@ fn torture(writer: Writer) {
     };
 
     let mut watcher = Watcher::new(WatchOptions {
-        selector: Selector::AllKeys,
+        selector: Selector::all_keys(),
         ..WatchOptions::new(vol.path())
     });
     let mut volume = Volume::new(vol.path(), 1 << 20);

@@ -245,7 +245,7 @@ fn more_entries_than_the_cap_is_a_clear_error() {
         fs::write(tmp.path().join(format!("k{i}")), "").unwrap();
     }
     let mut w = Watcher::new(WatchOptions {
-        selector: Selector::AllKeys,
+        selector: Selector::all_keys(),
         ..WatchOptions::new(tmp.path())
     });
     let e = w.check().unwrap();

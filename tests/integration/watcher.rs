@@ -16,7 +16,7 @@ fn watcher(vol: &Vol) -> Watcher {
 
 fn all_keys(vol: &Vol) -> Watcher {
     Watcher::new(WatchOptions {
-        selector: Selector::AllKeys,
+        selector: Selector::all_keys(),
         ..WatchOptions::new(vol.path())
     })
 }
@@ -72,7 +72,7 @@ fn nested_keys_removed_keys_and_an_empty_volume() {
     let vol = vol!();
     vol.publish(&[("app/settings.json", r#"{"n":1}"#), ("motd", "hi")]);
     let mut nested = Watcher::new(WatchOptions {
-        selector: Selector::Key("app/settings.json".into()),
+        selector: Selector::key("app/settings.json"),
         ..WatchOptions::new(vol.path())
     });
     let mut all = all_keys(&vol);

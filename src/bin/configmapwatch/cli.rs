@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum, builder::BoolishValueParser};
 use configmapwatch::{
-    OutputFormat, Selector, WatchOptions,
+    Format, OutputFormat, Selector, WatchOptions,
     actions::{
         Action, Actions, Exec, PidSource, SignalAction, Webhook, WebhookOptions, parse_header,
     },
@@ -87,20 +87,29 @@ pub struct WatchArgs {
     )]
     pub dir: Vec<PathBuf>,
 
-    /// The key holding the config (JSON); nested keys as `a/b.json`.
+    /// The key holding the config, parsed by its extension (.json, .yaml,
+    /// .yml, .toml); nested keys as `a/b.yaml`. Repeat it (or separate keys
+    /// with commas) to make the config an object keyed by key name.
     #[arg(
         short,
         long,
         value_name = "KEY",
         env = "CONFIGMAPWATCH_FILE",
-        default_value = "config.json"
+        default_value = "config.json",
+        value_delimiter = ','
     )]
-    pub file: String,
+    pub file: Vec<String>,
 
-    /// Use every key: one JSON object mapping each key to its parsed JSON
-    /// (keys ending in .json) or its text. Any key's change fires.
+    /// Use every key: one object mapping each key to its content, parsed by
+    /// extension (text for other keys; binary keys are left out with a
+    /// warning). Any key's change fires.
     #[arg(long, env = "CONFIGMAPWATCH_ALL_KEYS", conflicts_with = "file", value_parser = boolish(), action = ArgAction::SetTrue)]
     pub all_keys: bool,
+
+    /// Parse the selected keys as this format, whatever their extension.
+    /// Events, webhooks and --exec still carry the config as JSON.
+    #[arg(long, value_name = "FORMAT", env = "CONFIGMAPWATCH_FORMAT")]
+    pub format: Option<Format>,
 
     /// Time between checks, e.g. 500ms, 5s, 1m.
     #[arg(short, long, value_name = "DURATION", env = "CONFIGMAPWATCH_INTERVAL", default_value = "1s",
@@ -254,10 +263,16 @@ impl WatchArgs {
         }
         let template = WatchOptions {
             dir: PathBuf::new(),
-            selector: if self.all_keys {
-                Selector::AllKeys
-            } else {
-                Selector::Key(self.file.clone())
+            selector: {
+                let selector = if self.all_keys {
+                    Selector::all_keys()
+                } else {
+                    Selector::keys(self.file.iter().cloned())
+                };
+                match self.format {
+                    Some(format) => selector.with_format(format),
+                    None => selector,
+                }
             },
             interval: self.interval,
             max_file_size: self.max_file_size,

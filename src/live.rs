@@ -1,0 +1,422 @@
+//! [`Live<T>`]: the config as a typed value, kept current by a watching
+//! thread, readable from any number of threads without a lock.
+//!
+//! Deserializing into `T` (and the optional validator) is part of accepting
+//! a version: a version that does not fit `T` is an error event naming the
+//! key, the field path and, where the format gives it, the line and column,
+//! and the last good `T` stays current.
+//!
+//! The watching thread waits on a channel whose only senders live in the
+//! handles: when the last [`Live`] is dropped the channel disconnects and
+//! the thread ends within no time, so there is no shutdown handle to keep
+//! (or to lose).
+
+use std::{
+    sync::{Arc, Condvar, Mutex, PoisonError, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use serde_core::de::DeserializeOwned;
+
+use crate::{
+    Error, Event, EventKind, Format, Result, Selector, WatchOptions, Watcher, watcher::Validator,
+};
+
+type Check<T> = Box<dyn Fn(&T) -> Result<(), String> + Send>;
+type OnChange<T> = Box<dyn FnMut(&Arc<T>, &Event) + Send>;
+type OnError = Box<dyn FnMut(&Event) + Send>;
+
+/// The current config and the version it came from, swapped as one.
+struct Current<T> {
+    value: Arc<T>,
+    version: String,
+}
+
+struct Shared<T> {
+    current: ArcSwap<Current<T>>,
+    /// Held only to order "store, then notify" against "check, then wait"
+    /// in [`Live::wait_for_change`]; readers of `current` never take it.
+    changed: Mutex<()>,
+    signal: Condvar,
+    #[cfg(feature = "tokio")]
+    sender: tokio::sync::watch::Sender<Arc<T>>,
+}
+
+/// A typed config kept in step with a volume. Cheap to clone; every clone
+/// reads the same config. The watching thread stops when the last clone is
+/// dropped.
+///
+/// ```no_run
+/// # #[derive(serde::Deserialize)] struct Config { port: u16 }
+/// use std::time::Duration;
+/// use configmapwatch::Live;
+///
+/// let config = Live::<Config>::watch("/etc/app")
+///     .key("config.yaml")
+///     .start(Duration::from_secs(30))?;
+/// println!("port {}", config.get().port);
+/// # Ok::<(), configmapwatch::Error>(())
+/// ```
+pub struct Live<T> {
+    shared: Arc<Shared<T>>,
+    /// Never sent on: its disconnection when the last handle drops is what
+    /// stops the watching thread.
+    _alive: Arc<mpsc::SyncSender<()>>,
+}
+
+impl<T> Clone for Live<T> {
+    fn clone(&self) -> Self {
+        Live {
+            shared: self.shared.clone(),
+            _alive: self._alive.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Live<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("version", &self.shared.current.load().version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: DeserializeOwned + Send + Sync + 'static> Live<T> {
+    /// A builder watching `dir` (defaults as [`WatchOptions::new`]:
+    /// `config.json`, every second).
+    pub fn watch(dir: impl Into<std::path::PathBuf>) -> LiveBuilder<T> {
+        LiveBuilder::new(WatchOptions::new(dir))
+    }
+
+    /// A builder over complete watch options.
+    pub fn builder(options: WatchOptions) -> LiveBuilder<T> {
+        LiveBuilder::new(options)
+    }
+}
+
+impl<T> Live<T> {
+    /// The current config. Wait-free for readers: no lock, whatever the
+    /// watching thread does.
+    pub fn get(&self) -> Arc<T> {
+        self.shared.current.load().value.clone()
+    }
+
+    /// The version (`..data` target, or content hash in plain mode) of the
+    /// current config.
+    pub fn version(&self) -> String {
+        self.shared.current.load().version.clone()
+    }
+
+    /// The current config and its version, read together.
+    pub fn get_with_version(&self) -> (Arc<T>, String) {
+        let current = self.shared.current.load();
+        (current.value.clone(), current.version.clone())
+    }
+
+    /// Blocks until the config is no longer `seen` (as returned by
+    /// [`get`](Self::get)), up to `timeout`; the new config, or `None` on
+    /// timeout. Passing what you last read means no change is missed
+    /// between reading and waiting.
+    pub fn wait_for_change(&self, seen: &Arc<T>, timeout: Duration) -> Option<Arc<T>> {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self
+            .shared
+            .changed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let now = self.get();
+            if !Arc::ptr_eq(&now, seen) {
+                return Some(now);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            guard = self
+                .shared
+                .signal
+                .wait_timeout(guard, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// An awaitable stream of configs (feature `tokio`): `changed().await`
+    /// then `borrow_and_update()`. The receiver does not keep watching
+    /// alive: once every `Live` handle is dropped, `changed()` returns an
+    /// error.
+    #[cfg(feature = "tokio")]
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<T>> {
+        self.shared.sender.subscribe()
+    }
+
+    /// Waits (async, feature `tokio`) until the config is no longer `seen`
+    /// and returns the new one; `None` if watching has stopped.
+    #[cfg(feature = "tokio")]
+    pub async fn changed(&self, seen: &Arc<T>) -> Option<Arc<T>> {
+        let mut rx = self.shared.sender.subscribe();
+        rx.wait_for(|now| !Arc::ptr_eq(now, seen))
+            .await
+            .ok()
+            .map(|now| now.clone())
+    }
+}
+
+/// Configures and starts a [`Live`].
+#[must_use = "a LiveBuilder does nothing until start()"]
+pub struct LiveBuilder<T> {
+    options: WatchOptions,
+    format: Option<Format>,
+    validate: Option<Check<T>>,
+    on_change: Option<OnChange<T>>,
+    on_error: Option<OnError>,
+}
+
+impl<T: DeserializeOwned + Send + Sync + 'static> LiveBuilder<T> {
+    fn new(options: WatchOptions) -> Self {
+        LiveBuilder {
+            options,
+            format: None,
+            validate: None,
+            on_change: None,
+            on_error: None,
+        }
+    }
+
+    /// The key holding the config, parsed by its extension.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.options.selector = Selector::key(key);
+        self
+    }
+
+    /// Several keys: `T` is deserialized from an object keyed by key name.
+    pub fn keys<I: IntoIterator<Item = S>, S: Into<String>>(mut self, keys: I) -> Self {
+        self.options.selector = Selector::keys(keys);
+        self
+    }
+
+    /// Parses the keys as `format`, whatever their extension.
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = Some(format);
+        self
+    }
+
+    /// Time between checks.
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.options.interval = interval;
+        self
+    }
+
+    /// Checks each deserialized config before it is accepted; an `Err`
+    /// makes the version an error event and the last good config stays.
+    pub fn validate(mut self, check: impl Fn(&T) -> Result<(), String> + Send + 'static) -> Self {
+        self.validate = Some(Box::new(check));
+        self
+    }
+
+    /// Called on the watching thread after each accepted config (the first
+    /// included), with the new config and its event. Keep it short: the
+    /// next check waits for it; a panic in it ends watching (the last
+    /// config stays readable).
+    pub fn on_change(mut self, f: impl FnMut(&Arc<T>, &Event) + Send + 'static) -> Self {
+        self.on_change = Some(Box::new(f));
+        self
+    }
+
+    /// Called on the watching thread for each refused version (the event
+    /// carries the key and the message).
+    pub fn on_error(mut self, f: impl FnMut(&Event) + Send + 'static) -> Self {
+        self.on_error = Some(Box::new(f));
+        self
+    }
+
+    /// Reads the volume until the first good config (checking every
+    /// interval, up to `first_within`), then keeps it current on a thread
+    /// of its own. Fails with [`Error::NoConfig`] (naming the last error)
+    /// if none came in time.
+    pub fn start(self, first_within: Duration) -> Result<Live<T>> {
+        let dir = self.options.dir.clone();
+        let (live, mut driver) = self.build(first_within)?;
+        let (alive, stopped) = mpsc::sync_channel::<()>(0);
+        let live = Live {
+            shared: live,
+            _alive: Arc::new(alive),
+        };
+        thread::Builder::new()
+            .name("configmapwatch-live".into())
+            .spawn(move || {
+                let interval = driver.watcher.interval();
+                // Disconnected (every handle dropped) ends the loop; nothing
+                // is ever sent.
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    driver.tick();
+                }
+            })
+            .map_err(|e| Error::io(dir, "cannot start the watching thread", e))?;
+        Ok(live)
+    }
+
+    /// The watcher and the first good config, without a thread: for
+    /// callers that drive the ticks themselves ([`LiveDriver::tick`]).
+    pub fn start_driven(self, first_within: Duration) -> Result<(Live<T>, LiveDriver<T>)> {
+        let (shared, driver) = self.build(first_within)?;
+        // A driven Live has no thread to stop: the channel is never read.
+        let (alive, _) = mpsc::sync_channel::<()>(0);
+        Ok((
+            Live {
+                shared,
+                _alive: Arc::new(alive),
+            },
+            driver,
+        ))
+    }
+
+    fn build(self, first_within: Duration) -> Result<(Arc<Shared<T>>, LiveDriver<T>)> {
+        let mut options = self.options;
+        if let Some(format) = self.format {
+            options.selector = options.selector.with_format(format);
+        }
+        let dir = options.dir.clone();
+        let selector = options.selector.clone();
+        let accepted: Arc<Mutex<Option<T>>> = Arc::default();
+        let slot = accepted.clone();
+        let check = self.validate;
+        let validator: Validator = Box::new(move |snapshot, config| {
+            let typed: T = selector.deserialize(snapshot, config)?;
+            if let Some(check) = &check {
+                check(&typed).map_err(|reason| Error::Invalid {
+                    version: snapshot.version.clone(),
+                    reason,
+                })?;
+            }
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(typed);
+            Ok(())
+        });
+        let mut watcher = Watcher::new(options).with_validator(validator);
+        let mut on_error = self.on_error;
+        let deadline = Instant::now() + first_within;
+        let mut last_error = None;
+        let first = loop {
+            match watcher.check() {
+                Some(event) if event.kind != EventKind::Error => {
+                    let value = accepted
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .take()
+                        .expect("an accepted version passed the typed validator");
+                    break (Arc::new(value), event);
+                }
+                Some(event) => {
+                    last_error = event.error.clone();
+                    if let Some(f) = &mut on_error {
+                        f(&event);
+                    }
+                }
+                None => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::NoConfig {
+                    path: dir,
+                    waited: first_within,
+                    last_error,
+                });
+            }
+            thread::sleep(left.min(watcher.interval()));
+        };
+        let (value, event) = first;
+        let shared = Arc::new(Shared {
+            current: ArcSwap::from_pointee(Current {
+                value: value.clone(),
+                version: event.version.clone(),
+            }),
+            changed: Mutex::new(()),
+            signal: Condvar::new(),
+            #[cfg(feature = "tokio")]
+            sender: tokio::sync::watch::Sender::new(value.clone()),
+        });
+        let mut on_change = self.on_change;
+        if let Some(f) = &mut on_change {
+            f(&value, &event);
+        }
+        Ok((
+            shared.clone(),
+            LiveDriver {
+                watcher,
+                accepted,
+                shared,
+                on_change,
+                on_error,
+            },
+        ))
+    }
+}
+
+/// The watching side of a [`Live`] started with
+/// [`LiveBuilder::start_driven`]: call [`tick`](Self::tick) every interval
+/// from your own loop.
+pub struct LiveDriver<T> {
+    watcher: Watcher,
+    /// What the typed validator accepted in this tick.
+    accepted: Arc<Mutex<Option<T>>>,
+    shared: Arc<Shared<T>>,
+    on_change: Option<OnChange<T>>,
+    on_error: Option<OnError>,
+}
+
+impl<T> std::fmt::Debug for LiveDriver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveDriver")
+            .field("watcher", &self.watcher)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> LiveDriver<T> {
+    /// One check: an idle tick is the watcher's (one `readlink`, no
+    /// allocation); a new good version becomes current at once. Returns
+    /// the event, if any, after the callbacks have seen it.
+    pub fn tick(&mut self) -> Option<Event> {
+        let event = self.watcher.check()?;
+        let accepted = self
+            .accepted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match (event.kind, accepted) {
+            (EventKind::Error, _) => {
+                if let Some(f) = &mut self.on_error {
+                    f(&event);
+                }
+            }
+            (_, Some(value)) => {
+                let value = Arc::new(value);
+                self.shared.current.store(Arc::new(Current {
+                    value: value.clone(),
+                    version: event.version.clone(),
+                }));
+                {
+                    let _ordered = self
+                        .shared
+                        .changed
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    self.shared.signal.notify_all();
+                }
+                #[cfg(feature = "tokio")]
+                self.shared.sender.send_replace(value.clone());
+                if let Some(f) = &mut self.on_change {
+                    f(&value, &event);
+                }
+            }
+            // Not reachable: every good event passed the typed validator.
+            (_, None) => {}
+        }
+        Some(event)
+    }
+
+    /// The time between checks the options asked for.
+    pub fn interval(&self) -> Duration {
+        self.watcher.interval()
+    }
+}
