@@ -27,28 +27,53 @@ pub struct Vol {
 }
 
 /// Whether symlinks can be created here: not under Wine 8, nor on Windows
-/// without Developer Mode. Probed once.
+/// without Developer Mode. Probed once with the platform's own call, never
+/// with the writer under test (a broken writer must fail tests, not skip
+/// them).
 pub fn symlinks_work() -> bool {
     static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *WORKS.get_or_init(|| {
         let tmp = tempfile::tempdir().unwrap();
-        let vol = AtomicWriter::new(tmp.path().join("probe"));
-        vol.write(&payload(&[("k", "v")])).is_ok()
+        std::fs::create_dir(tmp.path().join("target")).unwrap();
+        let link = tmp.path().join("link");
+        #[cfg(unix)]
+        let made = std::os::unix::fs::symlink("target", &link);
+        #[cfg(windows)]
+        let made = std::os::windows::fs::symlink_dir("target", &link);
+        // Wine reports success for links it never makes: look.
+        made.is_ok() && std::fs::read_link(&link).is_ok()
     })
 }
 
-/// A kubelet-style volume, or (where symlinks cannot be made) a printed
-/// skip and an early return from the test.
+/// The reason a test is skipped where symlinks cannot be made. On Linux
+/// nothing may skip: there it is a failure naming what is missing.
+pub fn no_symlinks(file: &str, line: u32) {
+    if cfg!(target_os = "linux") {
+        panic!("{file}:{line}: cannot create symlinks on Linux; every test must run here");
+    }
+    println!(
+        "SKIPPED {file}:{line}: this platform cannot create symlinks (Wine, or Windows without Developer Mode)"
+    );
+}
+
+/// Skips a test that cannot run here, saying why. Under CI on Linux, where
+/// CI installs every tool and runs as root, that is a failure instead.
+pub fn skip(test: &str, why: &str) {
+    assert!(
+        !(cfg!(target_os = "linux") && std::env::var_os("CI").is_some()),
+        "{test}: {why}; on Linux CI every test must run"
+    );
+    println!("SKIPPED {test}: {why}");
+}
+
+/// A kubelet-style volume, or (where symlinks cannot be made, never on
+/// Linux) a printed skip and an early return from the test.
 macro_rules! vol {
     () => {
         match crate::helper::Vol::kubelet() {
             Some(vol) => vol,
             None => {
-                println!(
-                    "SKIPPED {}:{}: this platform cannot create symlinks (Wine, or Windows without Developer Mode)",
-                    file!(),
-                    line!()
-                );
+                crate::helper::no_symlinks(file!(), line!());
                 return Default::default();
             }
         }

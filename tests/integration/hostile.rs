@@ -177,7 +177,10 @@ fn an_unreadable_key_is_an_error_naming_it() {
     .unwrap();
     let mut cmd = if rustix::process::geteuid().is_root() {
         if Command::new("setpriv").arg("--version").output().is_err() {
-            println!("SKIPPED an_unreadable_key: running as root and setpriv is not installed");
+            crate::helper::skip(
+                "an_unreadable_key",
+                "running as root and setpriv is not installed",
+            );
             return;
         }
         // The temporary directory is 0700: let the unprivileged user in.
@@ -224,7 +227,7 @@ fn is_mount_of(fstype: &str, path: &str) -> bool {
 #[test]
 fn a_volume_on_tmpfs_is_followed() {
     if !is_mount_of("tmpfs", "/dev/shm") {
-        println!("SKIPPED a_volume_on_tmpfs: /dev/shm is not a tmpfs here");
+        crate::helper::skip("a_volume_on_tmpfs", "/dev/shm is not a tmpfs here");
         return;
     }
     let tmp = tempfile::tempdir_in("/dev/shm").unwrap();
@@ -256,7 +259,10 @@ fn a_read_only_bind_mount_is_followed() {
         mnt.to_str().unwrap(),
     ]);
     if !bind.as_ref().is_ok_and(|o| o.status.success()) {
-        println!("SKIPPED a_read_only_bind_mount: cannot bind-mount here: {bind:?}");
+        crate::helper::skip(
+            "a_read_only_bind_mount",
+            &format!("cannot bind-mount here: {bind:?}"),
+        );
         return;
     }
     struct Unmount(PathBuf);

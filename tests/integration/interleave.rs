@@ -146,7 +146,7 @@ proptest! {
     ) {
         if !crate::helper::symlinks_work() {
             static SAID: std::sync::Once = std::sync::Once::new();
-            SAID.call_once(|| println!("SKIPPED interleavings: this platform cannot create symlinks (Wine, or Windows without Developer Mode)"));
+            SAID.call_once(|| crate::helper::no_symlinks(file!(), line!()));
             return Ok(());
         }
         check_case(base, writes, schedule, windows)?;

@@ -147,9 +147,10 @@ impl CoarseFs {
             .unwrap();
         if !mount.status.success() {
             let why = String::from_utf8_lossy(&mount.stderr).trim().to_owned();
-            // CI runs as root and must run these; elsewhere say so.
-            assert!(std::env::var_os("CI").is_none(), "cannot loop-mount: {why}");
-            println!("SKIPPED: cannot loop-mount an ext4 image here ({why}); CI runs it");
+            crate::helper::skip(
+                "coarse timestamps",
+                &format!("cannot loop-mount ext4 here ({why})"),
+            );
             return None;
         }
         Some(CoarseFs { mnt, _tmp: tmp })
