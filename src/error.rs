@@ -133,6 +133,12 @@ pub enum Error {
         /// Why it is invalid.
         reason: &'static str,
     },
+    /// A `..data_tmp` left by a writer that died between its last two
+    /// steps blocks every later write, as it does the kubelet's.
+    StaleLink {
+        /// The stale `..data_tmp`.
+        path: PathBuf,
+    },
     /// Windows refused to create a symlink.
     SymlinkPrivilege {
         /// The link that could not be created.
@@ -179,7 +185,9 @@ impl Error {
             | Error::Format { .. }
             | Error::Invalid { .. }
             | Error::NotText { .. } => ErrorKind::Content,
-            Error::InvalidKey { .. } | Error::SymlinkPrivilege { .. } => ErrorKind::Usage,
+            Error::InvalidKey { .. } | Error::SymlinkPrivilege { .. } | Error::StaleLink { .. } => {
+                ErrorKind::Usage
+            }
         }
     }
 
@@ -302,6 +310,12 @@ impl std::fmt::Display for Error {
                 path.display()
             ),
             Error::InvalidKey { key, reason } => write!(f, "invalid key {key:?}: {reason}"),
+            Error::StaleLink { path } => write!(
+                f,
+                "{}: left by a writer that died mid-write; like the kubelet, refusing to write \
+                 until it is removed (publish --repair removes it)",
+                path.display()
+            ),
             Error::SymlinkPrivilege { path, .. } => write!(
                 f,
                 "{}: Windows refused to create a symlink; enable Developer Mode (Settings > System > For developers) or run as administrator",

@@ -58,9 +58,10 @@ impl Payload {
         data: impl Into<Vec<u8>>,
         mode: u32,
     ) -> Result<&mut Self> {
-        validate_key(key)?;
+        let key = clean_key(key);
+        validate_key(&key)?;
         self.files.insert(
-            key.to_owned(),
+            key,
             FileProjection {
                 data: data.into(),
                 mode,
@@ -115,6 +116,33 @@ impl Payload {
         }
     }
 
+    /// Sets the mode of `key` (as a ConfigMap item's `mode`); false if
+    /// there is no such key.
+    pub fn set_mode(&mut self, key: &str, mode: u32) -> bool {
+        match self.files.get_mut(&clean_key(key)) {
+            Some(file) => {
+                file.mode = mode;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sets every key's mode (as a volume's `defaultMode`).
+    pub fn set_default_mode(&mut self, mode: u32) {
+        for file in self.files.values_mut() {
+            file.mode = mode;
+        }
+    }
+
+    /// The largest key, as (key, size).
+    pub fn largest(&self) -> Option<(&str, usize)> {
+        self.files
+            .iter()
+            .map(|(k, f)| (k.as_str(), f.data.len()))
+            .max_by_key(|(_, n)| *n)
+    }
+
     /// The keys, sorted.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.files.keys().map(String::as_str)
@@ -130,8 +158,29 @@ fn top_component(key: &str) -> &str {
     key.split('/').next().unwrap_or(key)
 }
 
-/// Checks a key as the kubelet does: relative, no `..` element, not
-/// starting with `..`, at most 4096 characters, each element at most 255.
+/// Cleans a key path as the kubelet does before validating it (Go's
+/// `path.Clean`, less the resolution of `..`, which validation refuses):
+/// `a//b` is `a/b`, `./a` is `a`.
+pub fn clean_key(key: &str) -> String {
+    let cleaned: Vec<&str> = key
+        .split('/')
+        .filter(|e| !e.is_empty() && *e != ".")
+        .collect();
+    if cleaned.is_empty() {
+        return key.to_owned();
+    }
+    let mut out = cleaned.join("/");
+    if key.starts_with('/') {
+        out.insert(0, '/');
+    }
+    out
+}
+
+/// Checks a (cleaned) key as the kubelet does: relative, no `..` element,
+/// at most 4096 characters, each element at most 255. No element may
+/// start with `..` either: every such name is the kubelet's own
+/// bookkeeping, which readers skip, so a key named so would be written and
+/// never seen.
 pub fn validate_key(key: &str) -> Result<()> {
     let invalid = |reason| {
         Err(Error::InvalidKey {
@@ -160,6 +209,9 @@ pub fn validate_key(key: &str) -> Result<()> {
         }
         if element == ".." {
             return invalid("must not contain a '..' element");
+        }
+        if element.starts_with("..") {
+            return invalid("has a path element starting with '..' (names readers skip)");
         }
         if element.len() > 255 {
             return invalid("has a path element longer than 255 characters");
@@ -272,7 +324,19 @@ impl AtomicWriter {
         mut hook: impl FnMut(Step) -> ControlFlow<()>,
     ) -> Result<Outcome> {
         let dir = &self.dir;
-        fs::create_dir_all(dir).map_err(|e| Error::io(dir, "cannot create volume directory", e))?;
+        // The kubelet creates the mount point before writing; so must the
+        // caller (the publish command does, saying so).
+        match fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::io(
+                    dir,
+                    "is not a directory",
+                    io::Error::from(io::ErrorKind::NotADirectory),
+                ));
+            }
+            Err(e) => return Err(Error::io(dir, "volume directory is not there", e)),
+        }
         let data_link = dir.join("..data");
         let tmp_link = dir.join("..data_tmp");
 
@@ -321,30 +385,47 @@ impl AtomicWriter {
         after!(Step::DataDirCreated);
 
         // 4. Every key, in random order, as the kubelet's map iteration.
+        // A failure from here to the swap removes what this write made, as
+        // the kubelet does, so no orphan directory is left behind.
+        let cleanup = |made_tmp_link: bool| {
+            if made_tmp_link {
+                let _ = remove_link_if_present(&tmp_link);
+            }
+            let _ = fs::remove_dir_all(&data_dir);
+        };
         let mut files: Vec<_> = payload.files.iter().collect();
         fastrand::shuffle(&mut files);
         for (key, projection) in files {
-            let path = data_dir.join(key);
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent)
-                    .map_err(|e| Error::io(parent, "cannot create directory", e))?;
+            if let Err(e) = write_file(&data_dir.join(key), projection) {
+                cleanup(false);
+                return Err(e);
             }
-            fs::write(&path, &projection.data).map_err(|e| Error::io(&path, "cannot write", e))?;
-            set_mode(&path, projection.mode)?;
         }
         after!(Step::FilesWritten);
 
         // 5. (ownership pass: not simulated.)
-        // 6. ..data_tmp -> new dir (a crashed writer may have left one).
-        remove_link_if_present(&tmp_link)?;
-        symlink(Path::new(&version), &tmp_link, true)?;
+        // 6. ..data_tmp -> new dir. A leftover ..data_tmp (a writer that
+        // died between steps 6 and 7) makes this fail, as it makes every
+        // kubelet write fail: the volume stays on its version until someone
+        // removes it (publish --repair, AtomicWriter::repair).
+        if let Err(e) = symlink(Path::new(&version), &tmp_link, true) {
+            cleanup(false);
+            return Err(match fs::symlink_metadata(&tmp_link) {
+                Ok(_) => Error::StaleLink {
+                    path: tmp_link.clone(),
+                },
+                Err(_) => e,
+            });
+        }
         after!(Step::TmpLinkCreated);
 
         // 7. The switch.
         match self.swap {
             Swap::Rename => {
-                fs::rename(&tmp_link, &data_link)
-                    .map_err(|e| Error::io(&data_link, "cannot rename ..data_tmp over", e))?;
+                if let Err(e) = fs::rename(&tmp_link, &data_link) {
+                    cleanup(true);
+                    return Err(Error::io(&data_link, "cannot rename ..data_tmp over", e));
+                }
             }
             Swap::RemoveThenCreate => {
                 remove_link_if_present(&data_link)?;
@@ -364,9 +445,13 @@ impl AtomicWriter {
             let keep = payload.top_level();
             for name in top_level_names(&dir.join(old)) {
                 if !keep.contains(name.as_str()) {
-                    let link = dir.join(&name);
-                    if fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
-                        remove_link_if_present(&link)?;
+                    // Whatever its type, as the kubelet does.
+                    let entry = dir.join(&name);
+                    match fs::symlink_metadata(&entry) {
+                        Ok(m) if m.is_dir() => fs::remove_dir_all(&entry)
+                            .map_err(|e| Error::io(&entry, "cannot remove", e))?,
+                        Ok(_) => remove_link_if_present(&entry)?,
+                        Err(_) => {}
                     }
                 }
             }
@@ -388,6 +473,36 @@ impl AtomicWriter {
             version,
             previous: old,
         })
+    }
+
+    /// Removes what a writer that died mid-write left: a stale
+    /// `..data_tmp`, and timestamped directories `..data` does not point
+    /// to. The kubelet never does this by itself; returns what it removed.
+    pub fn repair(&self) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        let tmp_link = self.dir.join("..data_tmp");
+        if fs::symlink_metadata(&tmp_link).is_ok() {
+            remove_link_if_present(&tmp_link)?;
+            removed.push("..data_tmp".to_owned());
+        }
+        let current = fs::read_link(self.dir.join("..data"))
+            .ok()
+            .map(|t| t.to_string_lossy().into_owned());
+        let entries = fs::read_dir(&self.dir)
+            .map_err(|e| Error::io(&self.dir, "cannot list directory", e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let orphan = name != "..data"
+                && Some(&name) != current.as_ref()
+                && crate::volume::check_target(name.as_bytes()).is_ok()
+                && entry.file_type().is_ok_and(|t| t.is_dir());
+            if orphan {
+                fs::remove_dir_all(entry.path())
+                    .map_err(|e| Error::io(entry.path(), "cannot remove", e))?;
+                removed.push(name);
+            }
+        }
+        Ok(removed)
     }
 
     /// Step 2's byte-for-byte comparison with the current data directory.
@@ -467,6 +582,24 @@ fn top_level_names(data_dir: &Path) -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with(".."))
         .collect()
+}
+
+/// Step 4 for one key: parents, then the file created with its final mode
+/// (as the kubelet does), then chmod to it (the umask may have cut it).
+fn write_file(path: &Path, projection: &FileProjection) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent, "cannot create directory", e))?;
+    }
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, projection.mode);
+    let mut file = options
+        .open(path)
+        .map_err(|e| Error::io(path, "cannot create", e))?;
+    io::Write::write_all(&mut file, &projection.data)
+        .map_err(|e| Error::io(path, "cannot write", e))?;
+    set_mode(path, projection.mode)
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
@@ -559,12 +692,21 @@ mod tests {
             "/abs",
             "..hidden",
             "a/../b",
-            "a//b",
-            "./a",
+            "a/..b.json",
             &long_element,
             "a\\b",
         ] {
-            assert!(validate_key(bad).is_err(), "{bad}");
+            assert!(validate_key(&clean_key(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn keys_are_cleaned_before_validation_as_the_kubelet_does() {
+        assert_eq!(clean_key("a//b"), "a/b");
+        assert_eq!(clean_key("./a"), "a");
+        assert_eq!(clean_key("a/./b/"), "a/b");
+        let mut p = Payload::new();
+        p.insert("a//b.json", "x").unwrap();
+        assert_eq!(p.keys().collect::<Vec<_>>(), ["a/b.json"]);
     }
 }

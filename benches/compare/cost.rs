@@ -185,6 +185,7 @@ fn hundred_keys(n: usize) -> Payload {
 
 /// Times the `check()` that detects, reads and parses each new version.
 fn reload(dir: &Path, selector: Selector, repeats: usize, make: fn(usize) -> Payload) -> Vec<f64> {
+    std::fs::create_dir_all(dir).unwrap();
     let writer = AtomicWriter::new(dir);
     writer.write(&make(0)).unwrap();
     let mut watcher = Watcher::new(WatchOptions {
@@ -222,6 +223,7 @@ fn shutdown_times(dir: &Path, repeats: usize) -> Vec<f64> {
 
 pub fn measure(plan: &Plan, tmp: &Path) -> Costs {
     let dir = tmp.join("idle");
+    std::fs::create_dir_all(&dir).unwrap();
     AtomicWriter::new(&dir)
         .write(&json_payload(
             "config.json",

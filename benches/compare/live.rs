@@ -96,6 +96,7 @@ fn big(format: &str, n: usize) -> String {
 
 fn reload(dir: &Path, format: &'static str, repeats: usize) -> Vec<f64> {
     let key = format!("config.{format}");
+    std::fs::create_dir_all(dir).unwrap();
     let writer = AtomicWriter::new(dir);
     writer.write(&payload(&key, big(format, 0))).unwrap();
     let (live, mut driver) = Live::<Big>::watch(dir)
@@ -138,6 +139,7 @@ fn per_call(threads: usize, calls: u64, read: impl Fn() + Sync) -> f64 {
 }
 
 fn get_costs(dir: &Path, calls: u64) -> Vec<(usize, f64, f64)> {
+    std::fs::create_dir_all(dir).unwrap();
     let writer = AtomicWriter::new(dir);
     writer.write(&small(0)).unwrap();
     let live = Live::<Small>::watch(dir)

@@ -150,6 +150,7 @@ mod linux {
         updates: usize,
         gap: (Duration, Duration),
     ) -> Vec<LagResult> {
+        std::fs::create_dir_all(volume).unwrap();
         let writer = AtomicWriter::new(volume);
         writer.write(&payload(0)).unwrap();
         let mut contenders: Vec<Contender> =

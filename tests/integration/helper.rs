@@ -98,12 +98,22 @@ impl Vol {
         self.writer.dir()
     }
 
-    /// Publishes `files` (key, content) and returns the new version.
+    /// Publishes `files` (key, content) and returns the new version. The
+    /// directory is created first if missing, as the kubelet creates the
+    /// mount point.
     pub fn publish(&self, files: &[(&str, &str)]) -> String {
+        std::fs::create_dir_all(self.path()).unwrap();
         match self.writer.write(&payload(files)).unwrap() {
             Outcome::Written { version, .. } => version,
             other => panic!("expected a swap, got {other:?}"),
         }
+    }
+
+    /// Writes `payload` with the writer, creating the directory first if
+    /// missing (the kubelet creates the mount point before writing).
+    pub fn write(&self, payload: &Payload) -> Outcome {
+        std::fs::create_dir_all(self.path()).unwrap();
+        self.writer.write(payload).unwrap()
     }
 
     /// Publishes with a hook after each step, swapping as `swap` says.
@@ -113,6 +123,7 @@ impl Vol {
         swap: Swap,
         hook: impl FnMut(Step) -> ControlFlow<()>,
     ) -> Outcome {
+        std::fs::create_dir_all(self.path()).unwrap();
         self.writer
             .clone()
             .with_swap(swap)

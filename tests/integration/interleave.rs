@@ -85,7 +85,7 @@ fn check_case(
     windows: bool,
 ) -> Result<(), TestCaseError> {
     let vol = Vol::new();
-    vol.writer.write(&stamped(base)).unwrap();
+    vol.write(&stamped(base));
     let swap = if windows {
         Swap::RemoveThenCreate
     } else {

@@ -366,7 +366,7 @@ fn all_keys_parses_yaml_and_leaves_binary_keys_out() {
     p.insert("app.yaml", "a: 1\n").unwrap();
     p.insert("blob", vec![0xff, 0xfe, 0x00]).unwrap();
     p.insert("motd", "hi").unwrap();
-    vol.writer.write(&p).unwrap();
+    vol.write(&p);
     let mut run = watch_json(&vol, &["--all-keys"]);
     let _ = &mut run;
     // The initial event was consumed by watch_json; check its successor.

@@ -19,6 +19,7 @@ mod reader;
 mod torture;
 mod volume;
 mod watcher;
+mod writer;
 
 #[global_allocator]
 static ALLOC: helper::CountingAlloc = helper::CountingAlloc;

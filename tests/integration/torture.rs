@@ -167,7 +167,7 @@ fn write_until(
 fn torture(writer: Writer) {
     let (duration, max_swaps) = limits();
     let vol = vol!();
-    vol.writer.write(&stamped(1)).unwrap();
+    vol.write(&stamped(1));
     let stop = Arc::new(AtomicBool::new(false));
     let dir = vol.path().to_owned();
     let handle = {

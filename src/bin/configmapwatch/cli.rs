@@ -402,7 +402,7 @@ fn boolish() -> BoolishValueParser {
     BoolishValueParser::new()
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     match parse_size::parse_size(s) {
         Ok(0) => Err("must be greater than zero".into()),
         Ok(n) => Ok(n),
