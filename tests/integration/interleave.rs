@@ -43,6 +43,9 @@ impl Lockstep {
                     return;
                 }
                 let mut calls = 0;
+                // A crash that left ..data_tmp blocks writes, as for the
+                // kubelet: an operator's repair comes first.
+                let _ = writer.repair();
                 writer
                     .write_with_hook(&stamped(write.stamp), |_step| {
                         let _ = stepped_tx.send(());
