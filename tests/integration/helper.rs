@@ -276,6 +276,17 @@ impl Drop for Running {
     }
 }
 
+/// A child process that is killed and reaped when dropped, so a failing
+/// test does not leave it behind.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn pipe_lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
