@@ -346,3 +346,154 @@ fn signals_are_refused_on_windows() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("not supported on Windows"), "{stderr}");
 }
+
+/// Boolean variables take the usual spellings (`CONFIGMAPWATCH_ALL_KEYS=1`).
+#[test]
+fn boolean_env_vars_accept_1_0_yes_no_true_false() {
+    let vol = vol!();
+    vol.publish(&[("app.txt", "hello")]);
+    for (value, all_keys) in [
+        ("1", true),
+        ("yes", true),
+        ("true", true),
+        ("0", false),
+        ("no", false),
+        ("false", false),
+    ] {
+        let out = bin()
+            .env("CONFIGMAPWATCH_ALL_KEYS", value)
+            .args(["--once", "-o", "json", "-d"])
+            .arg(vol.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // With every key, app.txt is the config; without, config.json is
+        // missing (exit 1). A refused value would be a usage error (2).
+        let expected = if all_keys { 0 } else { 1 };
+        assert_eq!(out.status.code(), Some(expected), "{value}: {stderr}");
+    }
+}
+
+/// `-l, --log-level` is not listed under the Actions heading, in any help
+/// screen.
+#[test]
+fn log_level_is_not_under_the_actions_heading() {
+    for args in [&["--help"][..], &["publish", "--help"], &["demo", "--help"]] {
+        let out = bin().args(args).output().unwrap();
+        let help = String::from_utf8(out.stdout).unwrap();
+        let heading_of_log_level = help
+            .lines()
+            .take_while(|l| !l.contains("--log-level"))
+            .filter(|l| !l.starts_with(' ') && l.ends_with(':'))
+            .last()
+            .unwrap_or_else(|| panic!("{args:?}: no heading before --log-level:\n{help}"));
+        assert!(
+            !heading_of_log_level.starts_with("Actions"),
+            "{args:?}: {heading_of_log_level}\n{help}"
+        );
+    }
+}
+
+/// The arguments of the `--help` example whose command line contains
+/// `marker`, with `replace` applied to each (paths and URLs of the target).
+fn help_example(marker: &str, replace: &[(&str, String)]) -> Vec<String> {
+    let out = bin().arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    let line = help
+        .lines()
+        .find(|l| l.trim_start().starts_with("configmapwatch ") && l.contains(marker))
+        .unwrap_or_else(|| panic!("no example with {marker}:\n{help}"));
+    line.split_whitespace()
+        .skip(1)
+        .map(|arg| {
+            replace
+                .iter()
+                .find(|(from, _)| *from == arg)
+                .map_or_else(|| arg.to_owned(), |(_, to)| to.clone())
+        })
+        .collect()
+}
+
+/// The Prometheus example, run against a volume shaped like Prometheus's
+/// (prometheus.yml, no config.json), fires its reload webhook.
+#[test]
+fn the_prometheus_help_example_fires() {
+    let server = crate::helper::HookServer::start(|_| (200, std::time::Duration::ZERO));
+    let vol = vol!();
+    vol.publish(&[("prometheus.yml", "global: {}\n")]);
+    let args = help_example(
+        "/-/reload",
+        &[
+            ("/etc/prometheus", vol.path().display().to_string()),
+            ("http://127.0.0.1:9090/-/reload", server.url("/-/reload")),
+        ],
+    );
+    let mut cmd = bin();
+    cmd.args(&args).args(["-o", "json", "-i", "10ms"]);
+    let run = Running::spawn(cmd);
+    run.event_for("initial", &vol.target());
+    let v2 = vol.publish(&[("prometheus.yml", "global: {scrape_interval: 5s}\n")]);
+    assert_eq!(server.next().body["version"], json!(v2));
+}
+
+/// The nginx example, run against a volume shaped like nginx's conf.d
+/// (default.conf, no config.json), signals the process in the pid file.
+#[cfg(unix)]
+#[test]
+fn the_nginx_help_example_fires() {
+    let vol = vol!();
+    vol.publish(&[("default.conf", "server { listen 80; }\n")]);
+    let mut target = crate::helper::Reaped(
+        std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap(),
+    );
+    let pid_file = vol.tmp.path().join("nginx.pid");
+    fs::write(&pid_file, format!("{}\n", target.0.id())).unwrap();
+    let args = help_example(
+        "--pid-file",
+        &[
+            ("/etc/nginx/conf.d", vol.path().display().to_string()),
+            ("/var/run/nginx.pid", pid_file.display().to_string()),
+        ],
+    );
+    let mut cmd = bin();
+    cmd.args(&args).args(["-o", "json", "-i", "10ms"]);
+    let run = Running::spawn(cmd);
+    run.event_for("initial", &vol.target());
+    vol.publish(&[("default.conf", "server { listen 8080; }\n")]);
+    crate::helper::wait_until("the nginx stand-in to get SIGHUP", || {
+        target.0.try_wait().unwrap().is_some()
+    });
+}
+
+/// `configmapwatch -o json | head -n1` ends with exit 0 once its reader
+/// is gone and there is no action to run.
+#[test]
+fn a_closed_stdout_ends_the_watch_with_exit_0_without_actions() {
+    use std::io::BufRead;
+    let vol = vol!();
+    vol.publish(&[("config.json", "1")]);
+    let mut child = crate::helper::Reaped(
+        bin()
+            .args(["-o", "json", "-i", "10ms", "-d"])
+            .arg(vol.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = String::new();
+    std::io::BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap(); // the reader is dropped here: stdout is closed
+    assert!(first.contains("initial"), "{first}");
+    vol.publish(&[("config.json", "2")]);
+    let mut status = None;
+    crate::helper::wait_until("the watcher to exit", || {
+        status = child.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.unwrap().code(), Some(0));
+}

@@ -24,10 +24,10 @@ Examples:
     configmapwatch -d /etc/app --all-keys --output json
 
   Reload Prometheus, retrying until it answers 2xx:
-    configmapwatch -d /etc/prometheus --webhook-url http://127.0.0.1:9090/-/reload
+    configmapwatch -d /etc/prometheus --all-keys --webhook-url http://127.0.0.1:9090/-/reload
 
   Reload nginx in another container (shareProcessNamespace: true):
-    configmapwatch -d /etc/nginx/conf.d --signal HUP --pid-file /var/run/nginx.pid
+    configmapwatch -d /etc/nginx/conf.d --all-keys --signal HUP --pid-file /var/run/nginx.pid
 
   Run any program with the new config on its stdin (put --exec last):
     configmapwatch -d /opt/config --exec sh -c 'jq . > /tmp/config.json'
@@ -54,8 +54,10 @@ pub struct Cli {
     pub watch: WatchArgs,
 
     /// Log level for messages on stderr: off, error, warn, info, debug, trace.
+    // An explicit heading: the Actions heading set by the flattened
+    // ActionArgs would otherwise carry over to this global option.
     #[arg(short = 'l', long, env = "CONFIGMAPWATCH_LOG", default_value = "info", global = true,
-          value_parser = parse_level)]
+          value_parser = parse_level, help_heading = "Logging")]
     pub log_level: LevelFilter,
 }
 

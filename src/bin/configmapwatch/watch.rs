@@ -70,18 +70,29 @@ pub fn watch(settings: &Settings, shutdown: &ShutdownListener, out: impl Write +
         let out = out.clone();
         ActionRunner::start(settings.actions.clone(), move |report| {
             if let Some(text) = print.report(&report) {
-                line(&out, &text);
+                // A closed stdout is handled by the watch loop.
+                let _ = line(&out, &text);
             }
         })
     });
     let mut watchers: Vec<Watcher> = settings.watches.iter().cloned().map(Watcher::new).collect();
+    let mut stdout_closed = false;
     Watcher::run_many(&mut watchers, shutdown, &mut |all, events| {
         // One round of actions per tick, however many directories changed:
         // for the last triggering event, carrying every directory's config.
         let mut round = None;
         for event in events {
-            if let Some(text) = print.event(&event) {
-                line(&out, &text);
+            if let Some(text) = print.event(&event)
+                && !line(&out, &text)
+                && !stdout_closed
+            {
+                stdout_closed = true;
+                // With nothing else to do, a closed stdout (`| head -n1`)
+                // is the reader saying it has seen enough.
+                if runner.is_none() {
+                    std::process::exit(0);
+                }
+                log::warn!("stdout is closed: events are no longer printed; actions go on");
             }
             if settings.actions.triggered_by(&event) {
                 round = Some(event);
@@ -114,10 +125,10 @@ fn with_every_config(mut event: Event, all: &[Watcher]) -> Event {
     event
 }
 
-fn line(out: &Mutex<impl Write>, text: &str) {
+/// Writes one line; false if the output is gone (stdout closed).
+fn line(out: &Mutex<impl Write>, text: &str) -> bool {
     let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
-    // A closed stdout must not stop the watcher: actions and logs go on.
-    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+    writeln!(out, "{text}").and_then(|()| out.flush()).is_ok()
 }
 
 /// Prints the current config of each directory once; true if every one has
