@@ -7,18 +7,13 @@ use std::time::Duration;
 #[cfg(unix)]
 use std::time::Instant;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helper::{HookServer, Running, bin, watch_json};
+#[cfg(unix)]
+use crate::helper::Running;
+use crate::helper::{HookServer, bin, watch_json};
 
-fn action(run: &Running) -> Value {
-    loop {
-        let e = run.event();
-        if e["event"] == "action" {
-            return e;
-        }
-    }
-}
+use crate::helper::action;
 
 /// `sh -c 'echo started; sleep 30 & exit 0'` exits at once but its
 /// background child keeps stderr open: the round must end with the
@@ -84,13 +79,7 @@ fn a_flood_on_stderr_keeps_memory_bounded() {
     vol.publish(&[("config.json", r#"{"v":2}"#)]);
     let a = action(&run);
     assert_eq!(a["ok"], json!(true), "{a}");
-    let status = std::fs::read_to_string(format!("/proc/{}/status", run.child.id())).unwrap();
-    let peak_kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap();
+    let peak_kib = crate::helper::peak_rss_kib(run.child.id());
     assert!(peak_kib < 32 * 1024, "peak RSS {peak_kib} KiB");
 }
 

@@ -8,18 +8,12 @@ use std::{fs, process::Command};
 use serde_json::{Value, json};
 
 #[cfg(unix)]
+use crate::helper::Running;
+#[cfg(unix)]
 use crate::helper::{DEADLINE, bin, wait_until};
-use crate::helper::{HookServer, Running, watch_json};
+use crate::helper::{HookServer, watch_json};
 
-/// The next action event (skipping watcher events).
-fn action(run: &Running) -> Value {
-    loop {
-        let e = run.event();
-        if e["event"] == "action" {
-            return e;
-        }
-    }
-}
+use crate::helper::action;
 
 fn ok(status: u16) -> impl Fn(usize) -> (u16, Duration) {
     move |_| (status, Duration::ZERO)

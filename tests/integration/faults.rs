@@ -211,43 +211,12 @@ fn no_subpath_warning_for_an_empty_directory_a_writer_fills_next() {
 #[test]
 fn on_whole_second_timestamps_the_lag_is_a_bound() {
     use configmapwatch::{AtomicWriter, Outcome};
-    use std::{process::Command, time::SystemTime};
+    use std::time::SystemTime;
 
-    struct Mount(std::path::PathBuf);
-    impl Drop for Mount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let image = tmp.path().join("coarse.img");
-    let mnt = tmp.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    let mkfs = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-I", "128"])
-        .arg(&image)
-        .output()
-        .expect("mkfs.ext4 (e2fsprogs) is needed for this test");
-    assert!(mkfs.status.success(), "mkfs.ext4: {mkfs:?}");
-    let mount = Command::new("mount")
-        .args(["-o", "loop"])
-        .arg(&image)
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    if !mount.status.success() {
-        let why = String::from_utf8_lossy(&mount.stderr).trim().to_owned();
-        crate::helper::skip(
-            "on_whole_second_timestamps",
-            &format!("cannot loop-mount here ({why})"),
-        );
+    let Some(coarse) = crate::volume::CoarseFs::mount() else {
         return;
-    }
-    let _mount = Mount(mnt.clone());
+    };
+    let mnt = coarse.mnt.clone();
     let dir = mnt.join("vol");
     std::fs::create_dir(&dir).unwrap();
     let writer = AtomicWriter::new(&dir);

@@ -56,6 +56,27 @@ pub fn no_symlinks(file: &str, line: u32) {
     );
 }
 
+/// The peak resident set of a running process, in KiB (Linux).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+/// The next action result a watcher reports, skipping its other events.
+pub fn action(run: &Running) -> Value {
+    loop {
+        let e = run.event();
+        if e["event"] == "action" {
+            return e;
+        }
+    }
+}
+
 /// Skips a test that cannot run here, saying why. Under CI on Linux, where
 /// CI installs every tool and runs as root, that is a failure instead.
 pub fn skip(test: &str, why: &str) {

@@ -227,13 +227,7 @@ fn only_the_selected_key_is_read_so_memory_stays_bounded() {
     cmd.args(["-o", "json", "-i", "10ms", "-d"]).arg(tmp.path());
     let run = Running::spawn(cmd);
     assert_eq!(run.event()["config"], json!({"v": 1}));
-    let status = fs::read_to_string(format!("/proc/{}/status", run.child.id())).unwrap();
-    let peak_kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap();
+    let peak_kib = crate::helper::peak_rss_kib(run.child.id());
     assert!(peak_kib < 32 * 1024, "peak RSS {peak_kib} KiB");
 }
 
