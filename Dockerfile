@@ -13,7 +13,7 @@
 ARG BUILD_STAGE=build
 ARG EXEC_BASE=alpine:3.20
 
-FROM rust:1.88-alpine AS build
+FROM rust:1.89-alpine AS build
 WORKDIR /src
 COPY . .
 # Alpine's Rust targets musl and links statically by default.

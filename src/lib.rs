@@ -101,6 +101,8 @@ mod error;
 pub mod event;
 pub mod format;
 pub mod live;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod volume;
 pub mod watcher;
 pub mod writer;

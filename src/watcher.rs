@@ -238,12 +238,19 @@ pub type Validator = Box<dyn FnMut(&Snapshot, &Value) -> Result<(), Error> + Sen
 pub struct Heartbeat {
     ticks: AtomicU64,
     last_tick_unix_ms: AtomicU64,
+    retries: AtomicU64,
 }
 
 impl Heartbeat {
     /// How many ticks have run.
     pub fn ticks(&self) -> u64 {
         self.ticks.load(Ordering::Relaxed)
+    }
+
+    /// How many reads were retried after a passing fault (EMFILE, EIO, a
+    /// swap under way).
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
     }
 
     /// When the last tick ran, if one has.
@@ -509,6 +516,7 @@ impl Watcher {
     /// A passing fault: the version is read again on the next tick. It is
     /// logged when it first happens (or changes), not on every retry.
     fn retry_later(&mut self, e: &Error) {
+        self.heartbeat.retries.fetch_add(1, Ordering::Relaxed);
         let fault = Fault::of(e);
         let target = match self.volume.data_link().read() {
             Ok(LinkRead::Target(t)) => t.to_vec(),

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 pub use exec::Exec;
 pub use signal::{PidSource, SignalAction};
-pub use webhook::{Webhook, WebhookOptions, parse_header, redact_url};
+pub use webhook::{TlsVerify, Webhook, WebhookOptions, parse_header, redact_url};
 
 use crate::event::{Event, EventKind, OutputFormat, rfc3339};
 

@@ -308,7 +308,7 @@ impl Drop for Reaped {
     }
 }
 
-fn pipe_lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+pub fn pipe_lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         for line in BufReader::new(r).lines() {

@@ -16,6 +16,8 @@ mod interleave;
 mod live;
 mod once;
 mod reader;
+mod serve;
+mod tls;
 mod torture;
 mod volume;
 mod watcher;

@@ -8,7 +8,8 @@ use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum, builder::Bo
 use configmapwatch::{
     Format, OutputFormat, Selector, WatchOptions,
     actions::{
-        Action, Actions, Exec, PidSource, SignalAction, Webhook, WebhookOptions, parse_header,
+        Action, Actions, Exec, PidSource, SignalAction, TlsVerify, Webhook, WebhookOptions,
+        parse_header,
     },
 };
 
@@ -139,7 +140,21 @@ pub struct WatchArgs {
     pub max_total_size: u64,
 
     #[command(flatten)]
+    pub serve: ServeArgs,
+
+    #[command(flatten)]
     pub actions: ActionArgs,
+}
+
+/// The sidecar's HTTP endpoints.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Metrics and health (off unless --listen-address is given)")]
+pub struct ServeArgs {
+    /// Serve /metrics (Prometheus), /healthz (the loop is ticking) and
+    /// /readyz (every directory has a valid config) on this address, e.g.
+    /// 127.0.0.1:9533, or :9533 for every interface.
+    #[arg(long, value_name = "ADDR", env = "CONFIGMAPWATCH_LISTEN_ADDRESS")]
+    pub listen_address: Option<String>,
 }
 
 /// What to do on each good change.
@@ -155,9 +170,10 @@ pub struct ActionArgs {
     #[arg(long, value_name = "PROGRAM [ARGS]", num_args = 1.., allow_hyphen_values = true)]
     pub exec: Vec<String>,
 
-    /// Send the event (as --output json) to this URL; repeatable. http://
-    /// only. [env: CONFIGMAPWATCH_WEBHOOK_URL, comma-separated; on the
-    /// command line a comma is part of the URL]
+    /// Send the event (as --output json) to this URL; repeatable. http:// or
+    /// https:// (verified against Mozilla's roots, bundled, or
+    /// --webhook-ca-file). [env: CONFIGMAPWATCH_WEBHOOK_URL,
+    /// comma-separated; on the command line a comma is part of the URL]
     #[arg(long, value_name = "URL")]
     pub webhook_url: Vec<String>,
 
@@ -184,6 +200,17 @@ pub struct ActionArgs {
     #[arg(long, value_name = "CODES", env = "CONFIGMAPWATCH_WEBHOOK_STATUS_CODE", value_delimiter = ',',
           value_parser = clap::value_parser!(u16).range(100..=599))]
     pub webhook_status_code: Vec<u16>,
+
+    /// Verify https:// webhooks against the CA certificates in this PEM
+    /// file instead of the public roots (e.g. a cluster's own CA).
+    #[arg(long, value_name = "PATH", env = "CONFIGMAPWATCH_WEBHOOK_CA_FILE")]
+    pub webhook_ca_file: Option<PathBuf>,
+
+    /// Do not verify https:// webhook servers at all (a test setup only:
+    /// anyone on the path can read and change the request).
+    #[arg(long, env = "CONFIGMAPWATCH_WEBHOOK_INSECURE_SKIP_VERIFY", conflicts_with = "webhook_ca_file",
+          value_parser = boolish(), action = ArgAction::SetTrue)]
+    pub webhook_insecure_skip_verify: bool,
 
     /// Retries after a failed webhook attempt (capped exponential backoff with jitter).
     #[arg(
@@ -295,6 +322,7 @@ impl WatchArgs {
                 Output::Config => Print::Config,
             },
             actions: self.actions.actions(&self.dir[0])?,
+            listen: self.serve.listen_address.clone(),
         })
     }
 }
@@ -324,6 +352,11 @@ impl ActionArgs {
             timeout: self.webhook_timeout,
             accept: self.webhook_status_code.clone(),
             retries: self.webhook_retries,
+            tls: match (&self.webhook_ca_file, self.webhook_insecure_skip_verify) {
+                (_, true) => TlsVerify::InsecureSkipVerify,
+                (Some(file), false) => TlsVerify::CaFile(file.clone()),
+                (None, false) => TlsVerify::PublicRoots,
+            },
         };
         // Only the environment variable is split on commas: on the command
         // line, `?ids=1,2` is part of one URL.
@@ -339,6 +372,11 @@ impl ActionArgs {
                 .collect(),
             _ => self.webhook_url.clone(),
         };
+        if self.webhook_insecure_skip_verify && urls.iter().any(|u| u.starts_with("https://")) {
+            log::warn!(
+                "--webhook-insecure-skip-verify: https webhook servers are not verified; anyone on the path can read and change the requests"
+            );
+        }
         let mut secrets = Vec::new();
         for url in &urls {
             let hook = Webhook::new(url, options.clone())?;

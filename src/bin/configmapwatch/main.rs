@@ -67,7 +67,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let (shutdown, listener) = shutdown_channel();
             ctrlc::set_handler(move || shutdown.trigger())
                 .map_err(|e| format!("cannot handle signals: {e}"))?;
-            watch::watch(&settings, &listener, io::stdout());
+            watch::watch(&settings, &listener, io::stdout())?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -12,6 +12,7 @@ use std::{
 use configmapwatch::{
     actions::{ActionReport, ActionRunner, Actions},
     event::{Event, EventKind, OutputFormat},
+    serve::{Server, ServerOptions, Status},
     volume::Layout,
     watcher::{ShutdownListener, WatchOptions, Watcher},
 };
@@ -28,6 +29,8 @@ pub struct Settings {
     pub output: Print,
     /// What to do on a change.
     pub actions: Actions,
+    /// Where to serve /metrics, /healthz and /readyz, if anywhere.
+    pub listen: Option<String>,
 }
 
 /// What stdout carries.
@@ -62,26 +65,63 @@ impl Print {
 
 /// Watches until `shutdown` fires, printing each event (and each action's
 /// result) as one line, then waits for a running round of actions for at
-/// most the shutdown timeout.
-pub fn watch(settings: &Settings, shutdown: &ShutdownListener, out: impl Write + Send + 'static) {
+/// most the shutdown timeout. An error is a listener that cannot start.
+pub fn watch(
+    settings: &Settings,
+    shutdown: &ShutdownListener,
+    out: impl Write + Send + 'static,
+) -> Result<(), String> {
     let print = settings.output;
     let out = Arc::new(Mutex::new(out));
+    let mut watchers: Vec<Watcher> = settings.watches.iter().cloned().map(Watcher::new).collect();
+    let status = settings.listen.as_ref().map(|_| {
+        let interval = watchers
+            .iter()
+            .map(Watcher::interval)
+            .min()
+            .unwrap_or_default();
+        Arc::new(Status::new(
+            &watchers,
+            interval,
+            !settings.actions.list.is_empty(),
+        ))
+    });
+    // Bound before the first check, so that a taken port is a startup
+    // error, not a silent sidecar without probes.
+    let _server = match (&settings.listen, &status) {
+        (Some(address), Some(status)) => {
+            let server = Server::start(address, status.clone(), ServerOptions::default())
+                .map_err(|e| format!("--listen-address {address}: {e}"))?;
+            log::info!(
+                "serving /metrics, /healthz and /readyz on http://{}",
+                server.local_addr()
+            );
+            Some(server)
+        }
+        _ => None,
+    };
     let runner = (!settings.actions.list.is_empty()).then(|| {
         let out = out.clone();
+        let status = status.clone();
         ActionRunner::start(settings.actions.clone(), move |report| {
+            if let Some(status) = &status {
+                status.observe_action(&report);
+            }
             if let Some(text) = print.report(&report) {
                 // A closed stdout is handled by the watch loop.
                 let _ = line(&out, &text);
             }
         })
     });
-    let mut watchers: Vec<Watcher> = settings.watches.iter().cloned().map(Watcher::new).collect();
     let mut stdout_closed = false;
     Watcher::run_many(&mut watchers, shutdown, &mut |all, events| {
         // One round of actions per tick, however many directories changed:
         // for the last triggering event, carrying every directory's config.
         let mut round = None;
         for event in events {
+            if let Some(status) = &status {
+                status.observe(&event);
+            }
             if let Some(text) = print.event(&event)
                 && !line(&out, &text)
                 && !stdout_closed
@@ -105,6 +145,7 @@ pub fn watch(settings: &Settings, shutdown: &ShutdownListener, out: impl Write +
     if let Some(runner) = runner {
         runner.shutdown(settings.actions.shutdown_timeout);
     }
+    Ok(())
 }
 
 /// With several directories, an action's input is every directory's

@@ -1,0 +1,14 @@
+//! A sidecar's window for production: `/metrics` in the Prometheus text
+//! format, `/healthz` (the poll loop is ticking) and `/readyz` (every
+//! directory has a valid config), on a small HTTP listener of its own.
+//!
+//! Nothing here is on the poll path: the loop only bumps its
+//! [`Heartbeat`](crate::Heartbeat) atomics; events and action results are
+//! recorded by the handler that already receives them, and the heartbeats
+//! are read when someone scrapes.
+
+mod http;
+mod status;
+
+pub use http::{Server, ServerOptions};
+pub use status::{Health, Status};

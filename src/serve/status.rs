@@ -1,0 +1,536 @@
+//! What the sidecar knows about itself: the metrics (Prometheus text
+//! format, through the `prometheus` crate's registry and encoder), the
+//! liveness verdict and the readiness verdict.
+//!
+//! Two metric families. The `reloader_*` series carry the names the
+//! Prometheus/Thanos config reloader exports, so that the prometheus-operator
+//! mixin's `ConfigReloaderSidecarErrors` alert (on
+//! `reloader_last_reload_successful == 0`) works unchanged; the
+//! `configmapwatch_*` series say what no peer can (detection lag, content
+//! hash per directory, read retries).
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::{
+    event::{Event, EventKind},
+    watcher::{Heartbeat, Watcher},
+};
+
+/// A liveness probe never fails sooner than this after the last tick,
+/// whatever the interval: a scheduling hiccup is not a stuck loop.
+const MIN_STALE: Duration = Duration::from_secs(2);
+
+/// Detection lag buckets, in seconds: from a fast poll (ms) to a slow one
+/// on a coarse-timestamp filesystem (a minute).
+const LAG_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Action duration buckets, in seconds: a signal (µs) to a slow command.
+const ACTION_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// One watched directory, as the probes and metrics see it.
+#[derive(Debug)]
+struct Dir {
+    path: String,
+    heartbeat: Arc<Heartbeat>,
+    /// A good config has been accepted (it stays through later bad ones).
+    has_config: AtomicBool,
+    /// Heartbeat counts already added to the counters: counters only go
+    /// up, so a scrape adds what the loop did since the last one.
+    ticks_seen: AtomicU64,
+    retries_seen: AtomicU64,
+    /// The labels of this directory's `configmapwatch_config_info` series,
+    /// removed when a new version replaces it.
+    info: Mutex<Option<(String, String)>>,
+}
+
+/// The verdict of `/healthz`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Health {
+    /// The loop ticked `since` ago.
+    Alive {
+        /// Time since the last tick.
+        since: Duration,
+    },
+    /// The loop has not ticked for `since`, longer than `limit`.
+    Stuck {
+        /// Time since the last tick (or since start, if none ran).
+        since: Duration,
+        /// How long a tick may take to come.
+        limit: Duration,
+    },
+}
+
+/// What `/metrics`, `/healthz` and `/readyz` report, shared between the
+/// watch loop (which records events) and the HTTP server (which reads).
+#[derive(Debug)]
+pub struct Status {
+    dirs: Vec<Dir>,
+    stale_after: Duration,
+    started: SystemTime,
+    /// With no action, a reload is accepting a valid version.
+    has_actions: bool,
+    registry: Registry,
+    m: Metrics,
+    /// Serializes scrapes, so that two cannot add the same ticks twice.
+    scrape: Mutex<()>,
+}
+
+#[derive(Debug)]
+// Without actions, their series are still exported (at 0), never updated.
+#[cfg_attr(not(feature = "actions"), allow(dead_code))]
+struct Metrics {
+    // The Prometheus/Thanos config reloader's names.
+    reloads: IntCounter,
+    reloads_failed: IntCounter,
+    last_reload_ok: IntGauge,
+    last_reload_ok_at: Gauge,
+    applies: IntCounter,
+    applies_failed: IntCounter,
+    watch_events: IntCounter,
+    watch_errors: IntCounter,
+    // Ours.
+    checks: IntCounterVec,
+    last_check_at: prometheus::GaugeVec,
+    config_valid: IntGaugeVec,
+    config_info: IntGaugeVec,
+    events: IntCounterVec,
+    errors: IntCounterVec,
+    retries: IntCounterVec,
+    lag: Histogram,
+    action_runs: IntCounterVec,
+    action_duration: HistogramVec,
+    webhook_attempts: IntCounter,
+    ours_last_reload_ok: IntGauge,
+    ours_last_reload_ok_at: Gauge,
+}
+
+impl Status {
+    /// The status of `watchers`' loop (ticking every `interval`), with
+    /// `has_actions` saying whether a reload means running actions or only
+    /// accepting a version.
+    pub fn new(watchers: &[Watcher], interval: Duration, has_actions: bool) -> Self {
+        let registry = Registry::new();
+        let m = Metrics::register(&registry, watchers.len());
+        let dirs: Vec<Dir> = watchers
+            .iter()
+            .map(|w| Dir {
+                path: w.dir().to_string_lossy().into_owned(),
+                heartbeat: w.heartbeat(),
+                has_config: AtomicBool::new(false),
+                ticks_seen: AtomicU64::new(0),
+                retries_seen: AtomicU64::new(0),
+                info: Mutex::new(None),
+            })
+            .collect();
+        for dir in &dirs {
+            // Present from the first scrape, at 0, so that an alert on
+            // them has a series to look at before anything happens.
+            m.config_valid.with_label_values(&[&dir.path]).set(0);
+            m.checks.with_label_values(&[&dir.path]);
+            m.retries.with_label_values(&[&dir.path]);
+        }
+        Status {
+            dirs,
+            stale_after: (interval * 3).max(MIN_STALE),
+            started: SystemTime::now(),
+            has_actions,
+            registry,
+            m,
+            scrape: Mutex::new(()),
+        }
+    }
+
+    /// Records an event of the loop: a version accepted, or refused.
+    pub fn observe(&self, event: &Event) {
+        let Some(dir) = self
+            .dirs
+            .iter()
+            .find(|d| *d.path == *event.dir.to_string_lossy())
+        else {
+            return;
+        };
+        let m = &self.m;
+        m.events
+            .with_label_values(&[&dir.path, event.kind.as_str()])
+            .inc();
+        m.watch_events.inc();
+        match event.kind {
+            EventKind::Initial | EventKind::Change => {
+                dir.has_config.store(true, Ordering::Relaxed);
+                m.config_valid.with_label_values(&[&dir.path]).set(1);
+                m.applies.inc();
+                if let Some(config) = &event.config {
+                    let hash = format!(
+                        "{:016x}",
+                        xxhash_rust::xxh3::xxh3_64(config.to_string().as_bytes())
+                    );
+                    let mut info = dir.info.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some((version, hash)) = info.take() {
+                        let _ = m
+                            .config_info
+                            .remove_label_values(&[&dir.path, &version, &hash]);
+                    }
+                    m.config_info
+                        .with_label_values(&[&dir.path, &event.version, &hash])
+                        .set(1);
+                    *info = Some((event.version.clone(), hash));
+                }
+                // The initial event's "lag" is the volume's age, not a
+                // detection delay; a negative one is clock skew.
+                if let (EventKind::Change, Some(lag)) = (event.kind, &event.lag)
+                    && lag.seconds >= 0.0
+                {
+                    m.lag.observe(lag.seconds);
+                }
+                if !self.has_actions {
+                    self.reloaded(true, event.detected_at);
+                }
+            }
+            EventKind::Error => {
+                m.config_valid.with_label_values(&[&dir.path]).set(0);
+                m.applies_failed.inc();
+                m.watch_errors.inc();
+                m.errors
+                    .with_label_values(&[&dir.path, event.key.as_deref().unwrap_or("")])
+                    .inc();
+                // The latest version is not in effect: that is what the
+                // reloader alert is for.
+                self.reloaded(false, event.detected_at);
+            }
+        }
+    }
+
+    /// Records the result of one action of a round.
+    #[cfg(feature = "actions")]
+    pub fn observe_action(&self, report: &crate::actions::ActionReport) {
+        let m = &self.m;
+        let result = if report.ok { "success" } else { "failure" };
+        m.action_runs
+            .with_label_values(&[report.action, result])
+            .inc();
+        m.action_duration
+            .with_label_values(&[report.action])
+            .observe(report.duration.as_secs_f64());
+        if report.action == "webhook" {
+            m.webhook_attempts.inc_by(u64::from(report.attempts));
+        }
+        m.reloads.inc();
+        if !report.ok {
+            m.reloads_failed.inc();
+        }
+        self.reloaded(report.ok, report.finished_at);
+    }
+
+    fn reloaded(&self, ok: bool, at: SystemTime) {
+        let m = &self.m;
+        m.last_reload_ok.set(i64::from(ok));
+        m.ours_last_reload_ok.set(i64::from(ok));
+        if ok {
+            let at = unix_seconds(at);
+            m.last_reload_ok_at.set(at);
+            m.ours_last_reload_ok_at.set(at);
+        }
+    }
+
+    /// `/healthz`: alive while the loop has ticked within three intervals
+    /// (at least two seconds).
+    pub fn health(&self) -> Health {
+        let now = SystemTime::now();
+        let since = self
+            .dirs
+            .iter()
+            .map(|d| d.heartbeat.last_tick().unwrap_or(self.started))
+            .min()
+            .map_or(Duration::ZERO, |t| {
+                now.duration_since(t).unwrap_or_default()
+            });
+        if since <= self.stale_after {
+            Health::Alive { since }
+        } else {
+            Health::Stuck {
+                since,
+                limit: self.stale_after,
+            }
+        }
+    }
+
+    /// `/readyz`: the directories that have no valid config yet (ready
+    /// when empty).
+    pub fn not_ready(&self) -> Vec<&str> {
+        self.dirs
+            .iter()
+            .filter(|d| !d.has_config.load(Ordering::Relaxed))
+            .map(|d| d.path.as_str())
+            .collect()
+    }
+
+    /// `/metrics`: every series, in the Prometheus text format.
+    pub fn metrics(&self) -> String {
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        let m = &self.m;
+        for dir in &self.dirs {
+            let ticks = dir.heartbeat.ticks();
+            let before = dir.ticks_seen.swap(ticks, Ordering::Relaxed);
+            m.checks
+                .with_label_values(&[&dir.path])
+                .inc_by(ticks.saturating_sub(before));
+            let retries = dir.heartbeat.retries();
+            let before = dir.retries_seen.swap(retries, Ordering::Relaxed);
+            m.retries
+                .with_label_values(&[&dir.path])
+                .inc_by(retries.saturating_sub(before));
+            if let Some(at) = dir.heartbeat.last_tick() {
+                m.last_check_at
+                    .with_label_values(&[&dir.path])
+                    .set(unix_seconds(at));
+            }
+        }
+        let mut out = Vec::new();
+        // Encoding into memory cannot fail for well-formed families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Metrics {
+    fn register(registry: &Registry, watches: usize) -> Self {
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = Gauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let int_gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let int_gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+
+        let watches_gauge = int_gauge(
+            "reloader_watches",
+            "Number of resources watched by the reloader.",
+        );
+        watches_gauge.set(watches as i64);
+        let build_info = int_gauge_vec(
+            "configmapwatch_build_info",
+            "A metric with a constant '1' value labelled by the version of configmapwatch.",
+            &["version"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        let lag = Histogram::with_opts(
+            HistogramOpts::new(
+                "configmapwatch_detection_lag_seconds",
+                "Time from a version's swap (the ..data link's mtime) to its detection; an upper bound on filesystems with whole-second timestamps.",
+            )
+            .buckets(LAG_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(lag.clone()))
+            .expect("unique metric");
+        let action_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "configmapwatch_action_duration_seconds",
+                "Time one action took for one version, retries included.",
+            )
+            .buckets(ACTION_BUCKETS.to_vec()),
+            &["action"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(action_duration.clone()))
+            .expect("unique metric");
+        let last_check_at = prometheus::GaugeVec::new(
+            Opts::new(
+                "configmapwatch_last_check_timestamp_seconds",
+                "When the poll loop last checked the directory (Unix time).",
+            ),
+            &["dir"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(last_check_at.clone()))
+            .expect("unique metric");
+
+        Metrics {
+            reloads: counter(
+                "reloader_reloads_total",
+                "Total number of reload requests (action runs).",
+            ),
+            reloads_failed: counter(
+                "reloader_reloads_failed_total",
+                "Total number of reload requests that failed.",
+            ),
+            last_reload_ok: int_gauge(
+                "reloader_last_reload_successful",
+                "Whether the last reload attempt was successful (0 also while the latest version is invalid).",
+            ),
+            last_reload_ok_at: gauge(
+                "reloader_last_reload_success_timestamp_seconds",
+                "Timestamp of the last successful reload.",
+            ),
+            applies: counter(
+                "reloader_config_apply_operations_total",
+                "Total number of config versions accepted.",
+            ),
+            applies_failed: counter(
+                "reloader_config_apply_operations_failed_total",
+                "Total number of config versions refused as invalid.",
+            ),
+            watch_events: counter(
+                "reloader_watch_events_total",
+                "Total number of versions seen.",
+            ),
+            watch_errors: counter(
+                "reloader_watch_errors_total",
+                "Total number of versions that could not be used.",
+            ),
+            checks: counter_vec(
+                "configmapwatch_checks_total",
+                "Checks of the directory by the poll loop.",
+                &["dir"],
+            ),
+            last_check_at,
+            config_valid: int_gauge_vec(
+                "configmapwatch_config_valid",
+                "Whether the directory's latest version is valid (the last good config stays in use when it is not).",
+                &["dir"],
+            ),
+            config_info: int_gauge_vec(
+                "configmapwatch_config_info",
+                "The config in use per directory: its version and a hash of its content (replicas with different configs show different hashes).",
+                &["dir", "version", "hash"],
+            ),
+            events: counter_vec(
+                "configmapwatch_events_total",
+                "Events per directory and kind (initial, change, error).",
+                &["dir", "kind"],
+            ),
+            errors: counter_vec(
+                "configmapwatch_errors_total",
+                "Invalid versions per directory and key (empty when no key is concerned).",
+                &["dir", "key"],
+            ),
+            retries: counter_vec(
+                "configmapwatch_read_retries_total",
+                "Reads retried after a passing fault (EMFILE, EIO, a swap under way).",
+                &["dir"],
+            ),
+            lag,
+            action_runs: counter_vec(
+                "configmapwatch_action_runs_total",
+                "Action runs by action (exec, webhook, signal) and result (success, failure).",
+                &["action", "result"],
+            ),
+            action_duration,
+            webhook_attempts: counter(
+                "configmapwatch_webhook_attempts_total",
+                "HTTP requests made by webhooks, retries included.",
+            ),
+            ours_last_reload_ok: int_gauge(
+                "configmapwatch_last_reload_successful",
+                "Whether the latest version is valid and its actions succeeded.",
+            ),
+            ours_last_reload_ok_at: gauge(
+                "configmapwatch_last_reload_success_timestamp_seconds",
+                "When a version was last accepted and its actions succeeded (Unix time).",
+            ),
+        }
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::watcher::WatchOptions;
+
+    fn event(kind: EventKind, dir: &std::path::Path, version: &str) -> Event {
+        Event {
+            kind,
+            dir: dir.into(),
+            version: version.into(),
+            previous_version: None,
+            detected_at: SystemTime::now(),
+            lag: None,
+            config: (kind != EventKind::Error).then(|| Arc::new(serde_json::json!({"v": version}))),
+            key: (kind == EventKind::Error).then(|| "config.json".into()),
+            error: (kind == EventKind::Error).then(|| "bad".into()),
+        }
+    }
+
+    #[test]
+    fn a_new_version_replaces_the_info_series_and_an_error_clears_the_reload_gauges() {
+        let dir = tempfile::tempdir().unwrap();
+        let watchers = [Watcher::new(WatchOptions::new(dir.path()))];
+        let status = Status::new(&watchers, Duration::from_secs(1), false);
+        assert_eq!(status.not_ready(), [dir.path().to_string_lossy()]);
+        status.observe(&event(EventKind::Initial, dir.path(), "v1"));
+        status.observe(&event(EventKind::Change, dir.path(), "v2"));
+        let text = status.metrics();
+        assert!(!text.contains("version=\"v1\""), "{text}");
+        assert!(text.contains("version=\"v2\""), "{text}");
+        assert!(text.contains("reloader_last_reload_successful 1"), "{text}");
+        assert!(status.not_ready().is_empty());
+
+        status.observe(&event(EventKind::Error, dir.path(), "v3"));
+        let text = status.metrics();
+        assert!(text.contains("reloader_last_reload_successful 0"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "configmapwatch_errors_total{{dir=\"{}\",key=\"config.json\"}} 1",
+                dir.path().display()
+            )),
+            "{text}"
+        );
+        // The last good config stays: still ready.
+        assert!(status.not_ready().is_empty());
+    }
+}

@@ -1,0 +1,391 @@
+//! `--listen-address`: /metrics scraped by a real client and checked by
+//! promtool, /healthz catching a loop that is really stuck (its stdout is
+//! a full pipe), /readyz naming the directories without a config, and bad
+//! or slow clients that never hold up the watcher.
+
+#![cfg(unix)]
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::helper::{DEADLINE, HookServer, Running, Vol, bin, pipe_lines, wait_until};
+
+/// The address the binary says it serves on (it was given port 0).
+fn served_at(stderr: &std::sync::mpsc::Receiver<String>) -> SocketAddr {
+    loop {
+        let line = stderr
+            .recv_timeout(DEADLINE)
+            .expect("no 'serving' line on stderr");
+        if let Some(addr) = line.split("on http://").nth(1) {
+            return addr.trim().parse().unwrap();
+        }
+    }
+}
+
+/// One raw HTTP/1.1 exchange: the status code, the head and the body.
+fn request(addr: SocketAddr, raw: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(raw.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    (code, head.to_owned(), body.to_owned())
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (code, _, body) = request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    );
+    (code, body)
+}
+
+/// The value of the series `name` (with its labels, exactly as printed).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A tool CI installs: its absence fails the test, it never skips it.
+fn tool(name: &str) -> Command {
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|d| d.join(name).is_file())
+            || ["/usr/sbin", "/sbin"]
+                .iter()
+                .any(|d| std::path::Path::new(d).join(name).is_file())
+    });
+    assert!(
+        found,
+        "{name} is not installed (CI installs it; apt-get install it here)"
+    );
+    let path = ["/usr/sbin", "/sbin"]
+        .iter()
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| name.into());
+    Command::new(path)
+}
+
+#[test]
+fn metrics_follow_reloads_and_errors_and_pass_promtool() {
+    let vol = vol!();
+    let v1 = vol.publish(&[("config.json", r#"{"n":1}"#)]);
+    // The first call answers 200, the second 500: one good reload, one failed.
+    let hook = HookServer::start(|n| (if n == 0 { 200 } else { 500 }, Duration::ZERO));
+    let mut cmd = bin();
+    cmd.args([
+        "-o",
+        "json",
+        "-i",
+        "10ms",
+        "--listen-address",
+        "127.0.0.1:0",
+    ])
+    .arg("-d")
+    .arg(vol.path())
+    .args(["--webhook-retries", "0", "--webhook-url"])
+    .arg(hook.url("/-/reload"));
+    let run = Running::spawn(cmd);
+    let addr = served_at(&run.stderr);
+    run.event_for("initial", &v1);
+    let dir = vol.path().display().to_string();
+
+    let (code, metrics) = get(addr, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(sample(&metrics, "reloader_watches"), Some(1.0));
+    assert_eq!(sample(&metrics, "reloader_reloads_total"), Some(0.0));
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("configmapwatch_config_valid{{dir=\"{dir}\"}}")
+        ),
+        Some(1.0)
+    );
+
+    let v2 = vol.publish(&[("config.json", r#"{"n":2}"#)]);
+    run.event_for("change", &v2);
+    assert_eq!(crate::helper::action(&run)["ok"], true);
+    let (_, metrics) = get(addr, "/metrics");
+    assert_eq!(sample(&metrics, "reloader_reloads_total"), Some(1.0));
+    assert_eq!(
+        sample(&metrics, "reloader_last_reload_successful"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "configmapwatch_action_runs_total{action=\"webhook\",result=\"success\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&metrics, "configmapwatch_detection_lag_seconds_count"),
+        Some(1.0)
+    );
+    assert!(
+        metrics.contains(&format!(
+            "configmapwatch_config_info{{dir=\"{dir}\",hash=\""
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("version=\"{v2}\"}} 1")),
+        "{metrics}"
+    );
+    let checks = sample(
+        &metrics,
+        &format!("configmapwatch_checks_total{{dir=\"{dir}\"}}"),
+    )
+    .unwrap();
+    assert!(checks >= 2.0, "{checks}");
+
+    // An invalid version: not acted on, and the reloader alert's gauge says so.
+    let v3 = vol.publish(&[("config.json", "{broken")]);
+    run.event_for("error", &v3);
+    let (_, metrics) = get(addr, "/metrics");
+    assert_eq!(
+        sample(&metrics, "reloader_last_reload_successful"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("configmapwatch_config_valid{{dir=\"{dir}\"}}")
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("configmapwatch_errors_total{{dir=\"{dir}\",key=\"config.json\"}}")
+        ),
+        Some(1.0)
+    );
+    // The config in use is still v2's.
+    assert!(
+        metrics.contains(&format!("version=\"{v2}\"}} 1")),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(&format!("version=\"{v3}\"")), "{metrics}");
+
+    // A good version whose reload the target refuses (500).
+    let v4 = vol.publish(&[("config.json", r#"{"n":4}"#)]);
+    run.event_for("change", &v4);
+    assert_eq!(crate::helper::action(&run)["ok"], false);
+    let (_, metrics) = get(addr, "/metrics");
+    assert_eq!(sample(&metrics, "reloader_reloads_failed_total"), Some(1.0));
+    assert_eq!(
+        sample(&metrics, "reloader_last_reload_successful"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&metrics, "configmapwatch_webhook_attempts_total"),
+        Some(2.0)
+    );
+
+    // promtool reads the scrape as Prometheus would, and lints it.
+    let mut promtool = tool("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{metrics}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn healthz_fails_while_the_loop_is_stuck_and_recovers() {
+    let vol = vol!();
+    vol.publish(&[("config.json", r#"{"n":0}"#)]);
+    // Nobody reads stdout: once the pipe is full, the loop blocks writing
+    // an event, as behind a stalled log collector.
+    let mut child = bin()
+        .args([
+            "-o",
+            "json",
+            "-i",
+            "10ms",
+            "--listen-address",
+            "127.0.0.1:0",
+        ])
+        .arg("-d")
+        .arg(vol.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = pipe_lines(child.stderr.take().unwrap());
+    let stdout = child.stdout.take().unwrap();
+    let _reap = crate::helper::Reaped(child);
+    let addr = served_at(&stderr);
+    assert_eq!(get(addr, "/healthz").0, 200);
+
+    let pad = "x".repeat(32 * 1024);
+    let (code, body) = {
+        let deadline = Instant::now() + DEADLINE;
+        let mut n = 0;
+        loop {
+            n += 1;
+            // Each version adds an event line of 32 KiB to the pipe.
+            vol.publish(&[("config.json", &format!(r#"{{"n":{n},"pad":"{pad}"}}"#))]);
+            let (code, body) = get(addr, "/healthz");
+            if code == 503 {
+                break (code, body);
+            }
+            assert!(Instant::now() < deadline, "/healthz stayed {code}: {body}");
+            thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert_eq!(code, 503);
+    assert!(body.starts_with("stuck: no check for "), "{body}");
+    // Still answering the other endpoints meanwhile.
+    assert_eq!(get(addr, "/readyz").0, 200);
+
+    // Reading the pipe unblocks the loop: alive again.
+    let _lines = pipe_lines(stdout);
+    wait_until("/healthz to recover", || get(addr, "/healthz").0 == 200);
+}
+
+#[test]
+fn readyz_names_the_directories_without_a_valid_config() {
+    let (a, b) = (vol!(), Vol::new());
+    let va = a.publish(&[("config.json", "{}")]);
+    let mut cmd = bin();
+    cmd.args([
+        "-o",
+        "json",
+        "-i",
+        "10ms",
+        "--listen-address",
+        "127.0.0.1:0",
+    ])
+    .arg("-d")
+    .arg(a.path())
+    .arg("-d")
+    .arg(b.path());
+    let run = Running::spawn(cmd);
+    let addr = served_at(&run.stderr);
+    run.event_for("initial", &va);
+    let (code, body) = get(addr, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains(&b.path().display().to_string()), "{body}");
+    assert!(!body.contains(&a.path().display().to_string()), "{body}");
+    // A bad first version does not make it ready either.
+    let bad = b.publish(&[("config.json", "{")]);
+    run.event_for("error", &bad);
+    assert_eq!(get(addr, "/readyz").0, 503);
+    let good = b.publish(&[("config.json", "{}")]);
+    run.event_for("initial", &good);
+    let (code, body) = get(addr, "/readyz");
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "ready: every directory has a valid config\n")
+    );
+    // A later bad version keeps the last good config: still ready.
+    let bad = b.publish(&[("config.json", "{")]);
+    run.event_for("error", &bad);
+    assert_eq!(get(addr, "/readyz").0, 200);
+}
+
+#[test]
+fn bad_and_slow_clients_get_errors_and_never_hold_up_the_watcher() {
+    let vol = vol!();
+    vol.publish(&[("config.json", r#"{"n":0}"#)]);
+    let mut cmd = bin();
+    cmd.args([
+        "-o",
+        "json",
+        "-i",
+        "10ms",
+        "--listen-address",
+        "127.0.0.1:0",
+    ])
+    .arg("-d")
+    .arg(vol.path());
+    let run = Running::spawn(cmd);
+    let addr = served_at(&run.stderr);
+
+    assert_eq!(get(addr, "/nope").0, 404);
+    let (code, head, _) = request(addr, "POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(code, 405);
+    assert!(head.contains("Allow: GET, HEAD"), "{head}");
+    assert_eq!(request(addr, "\x16\x03\x01garbage\r\n\r\n").0, 400);
+    let (code, head, body) = request(addr, "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(code, 200, "{head}");
+    assert!(body.is_empty(), "{body:?}");
+    let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(10_000));
+    assert_eq!(request(addr, &huge).0, 431);
+
+    // Slow clients fill every slot with a request that never ends.
+    let started = Instant::now();
+    let slow: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    // The watcher goes on detecting meanwhile.
+    let v = vol.publish(&[("config.json", r#"{"n":1}"#)]);
+    run.event_for("change", &v);
+    // Past the bound, new connections are refused at once, not queued.
+    wait_until("a refusal past the connection bound", || {
+        get(addr, "/healthz").0 == 503
+    });
+    // Each slow client is answered 408 at its deadline and dropped; then
+    // the slots are free again.
+    let mut timed_out = 0;
+    for mut s in slow {
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        timed_out += usize::from(answer.starts_with("HTTP/1.1 408"));
+    }
+    assert!(timed_out >= 1, "no slow client was timed out");
+    assert!(started.elapsed() < DEADLINE + Duration::from_secs(5));
+    assert_eq!(get(addr, "/healthz").0, 200);
+}
+
+#[test]
+fn a_taken_address_is_a_startup_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let vol = Vol::new();
+    let out = bin()
+        .args(["--listen-address", &addr, "-d"])
+        .arg(vol.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("error: --listen-address {addr}: ")) && stderr.contains("in use"),
+        "{stderr}"
+    );
+}
