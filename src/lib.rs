@@ -88,11 +88,13 @@
 //! - [`mod@format`] turns a snapshot into the config: `.json`, `.yaml`/`.yml`
 //!   (feature `yaml`), `.toml` (feature `toml`) or text, by extension or
 //!   [`Selector::with_format`]; every parse error names key, line, column.
+//! - [`gzip`]: keys starting with `1f 8b` are decompressed before parsing
+//!   (feature `gzip`), within a cap that refuses gzip bombs.
 //! - [`watcher`] is the poll loop; [`live`] the typed handle.
 //! - [`writer`] writes a volume exactly as the kubelet does (`publish`).
 //!
-//! Features: `yaml`, `toml` (on with the default `cli`; opt-in for the
-//! library), `tokio`, `actions`, `cli`.
+//! Features: `yaml`, `toml`, `gzip` (on with the default `cli`; opt-in for
+//! the library), `tokio`, `actions`, `cli`.
 #![deny(missing_docs)]
 
 #[cfg(feature = "actions")]
@@ -100,6 +102,7 @@ pub mod actions;
 mod error;
 pub mod event;
 pub mod format;
+pub mod gzip;
 pub mod live;
 pub mod volume;
 pub mod watcher;
