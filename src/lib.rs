@@ -92,6 +92,8 @@
 //!   (feature `gzip`), within a cap that refuses gzip bombs.
 //! - [`watcher`] is the poll loop; [`live`] the typed handle.
 //! - [`writer`] writes a volume exactly as the kubelet does (`publish`).
+//! - [`render`] writes a config to a plain file (or directory) atomically,
+//!   for programs that read one file, with optional `$(VAR)` substitution.
 //!
 //! Features: `yaml`, `toml`, `gzip` (on with the default `cli`; opt-in for
 //! the library), `tokio`, `actions`, `cli`.
@@ -104,6 +106,7 @@ pub mod event;
 pub mod format;
 pub mod gzip;
 pub mod live;
+pub mod render;
 pub mod volume;
 pub mod watcher;
 pub mod writer;
