@@ -92,6 +92,8 @@
 //!   (feature `gzip`), within a cap that refuses gzip bombs.
 //! - [`watcher`] is the poll loop; [`live`] the typed handle.
 //! - [`writer`] writes a volume exactly as the kubelet does (`publish`).
+//! - [`jitter`] spreads a fleet's reactions to a change over a window
+//!   (random, or a stable offset per StatefulSet ordinal).
 //! - [`render`] writes a config to a plain file (or directory) atomically,
 //!   for programs that read one file, with optional `$(VAR)` substitution.
 //!
@@ -105,6 +107,7 @@ mod error;
 pub mod event;
 pub mod format;
 pub mod gzip;
+pub mod jitter;
 pub mod live;
 pub mod render;
 pub mod volume;

@@ -174,6 +174,7 @@ pub fn matching_processes(name: &str) -> Result<Vec<ProcessInfo>, FindError> {
 }
 
 /// What one pass over `/proc` found.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 struct Scan {
     matches: Vec<ProcessInfo>,
     /// Every process's parent, for the ancestry walk.
