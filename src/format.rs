@@ -3,6 +3,10 @@
 //! explicitly) into a `serde_json::Value`, or deserialized straight into a
 //! typed config. Every parse error names the key, the line and the column.
 //!
+//! A key whose bytes start with the gzip magic is decompressed first
+//! ([`crate::gzip`], within [`Selector::with_max_decompressed`]), and a
+//! trailing `.gz` is looked through when the format is told from the name.
+//!
 //! YAML is parsed by serde-saphyr (pure Rust, no `unsafe-libyaml`), with a
 //! budget that refuses alias bombs and deep nesting before they cost memory.
 

@@ -305,8 +305,7 @@ impl Renderer {
     /// Temp file in the same directory, written, synced, renamed over
     /// `path`. On failure the temp file is removed and `path` is as it was.
     fn replace(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let dir = parent_of(path);
-        let (temp, mut file) = create_temp(dir)?;
+        let (temp, mut file) = create_temp(path)?;
         let written = (|| {
             file.write_all(bytes)?;
             self.set_mode(&file)?;
@@ -317,11 +316,19 @@ impl Renderer {
         drop(file);
         if let Err(e) = written {
             let _ = fs::remove_file(&temp);
-            return Err(Error::io(&temp, "cannot write temporary file", e));
+            return Err(Error::io(
+                path,
+                "cannot write the new version (to a temporary file beside it)",
+                e,
+            ));
         }
         if let Err(e) = fs::rename(&temp, path) {
             let _ = fs::remove_file(&temp);
-            return Err(Error::io(path, "cannot rename temporary file over", e));
+            return Err(Error::io(
+                path,
+                "cannot rename the new version (a temporary file beside it) over it",
+                e,
+            ));
         }
         Ok(())
     }
@@ -436,8 +443,12 @@ fn parent_of(path: &Path) -> &Path {
     }
 }
 
-/// A new hidden file in `dir`, created exclusively (never someone else's).
-fn create_temp(dir: &Path) -> Result<(PathBuf, fs::File)> {
+const TEMP_FAILED: &str = "cannot create a temporary file beside it";
+
+/// A new hidden file beside `path`, created exclusively (never someone
+/// else's). Errors name `path`.
+fn create_temp(path: &Path) -> Result<(PathBuf, fs::File)> {
+    let dir = parent_of(path);
     let mut last = None;
     for _ in 0..16 {
         let name = format!(
@@ -452,12 +463,11 @@ fn create_temp(dir: &Path) -> Result<(PathBuf, fs::File)> {
             .open(&temp)
         {
             Ok(file) => return Ok((temp, file)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some((temp, e)),
-            Err(e) => return Err(Error::io(&temp, "cannot create temporary file", e)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(Error::io(path, TEMP_FAILED, e)),
         }
     }
-    let (temp, e) = last.expect("the loop ran");
-    Err(Error::io(&temp, "cannot create temporary file", e))
+    Err(Error::io(path, TEMP_FAILED, last.expect("the loop ran")))
 }
 
 /// Makes the renames in `dir` durable. Failing to is logged, not an error:
@@ -752,7 +762,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing-dir/out.yaml");
         let err = render_file(&path, b"x").unwrap_err();
-        assert!(err.to_string().contains("missing-dir"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: cannot create a temporary file beside it",
+                path.display()
+            )
+        );
         assert!(err.chain().contains("No such file"), "{}", err.chain());
     }
 
