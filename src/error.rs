@@ -126,6 +126,18 @@ pub enum Error {
         /// How many consistent reads were tried.
         attempts: u32,
     },
+    /// Strict environment substitution ([`crate::render::substitute_env`]):
+    /// a `$(VAR)` or `${VAR}` in a key names a variable that is not set.
+    UnsetVariable {
+        /// The key.
+        key: String,
+        /// The first unset variable.
+        variable: String,
+        /// The 1-based line of its first reference in the key.
+        line: usize,
+        /// How many references to unset variables the key holds in all.
+        unresolved: usize,
+    },
     /// A key name cannot be written (writer side).
     InvalidKey {
         /// The key as given.
@@ -184,7 +196,8 @@ impl Error {
             | Error::Parse { .. }
             | Error::Format { .. }
             | Error::Invalid { .. }
-            | Error::NotText { .. } => ErrorKind::Content,
+            | Error::NotText { .. }
+            | Error::UnsetVariable { .. } => ErrorKind::Content,
             Error::InvalidKey { .. } | Error::SymlinkPrivilege { .. } | Error::StaleLink { .. } => {
                 ErrorKind::Usage
             }
@@ -206,6 +219,7 @@ impl Error {
             | Error::Parse { key, .. }
             | Error::Format { key, .. }
             | Error::NotText { key }
+            | Error::UnsetVariable { key, .. }
             | Error::InvalidKey { key, .. } => Some(key),
             Error::BadTarget { .. } | Error::DataLinkMissing { .. } => Some("..data"),
             _ => None,
@@ -309,6 +323,22 @@ impl std::fmt::Display for Error {
                 "{}: the volume kept changing while being read ({attempts} attempts)",
                 path.display()
             ),
+            Error::UnsetVariable {
+                key,
+                variable,
+                line,
+                unresolved,
+            } => {
+                write!(
+                    f,
+                    "key {key}: line {line}: environment variable {variable} is not set"
+                )?;
+                match unresolved.saturating_sub(1) {
+                    0 => Ok(()),
+                    1 => write!(f, " (and 1 more unresolved reference)"),
+                    n => write!(f, " (and {n} more unresolved references)"),
+                }
+            }
             Error::InvalidKey { key, reason } => write!(f, "invalid key {key:?}: {reason}"),
             Error::StaleLink { path } => write!(
                 f,

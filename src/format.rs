@@ -3,10 +3,14 @@
 //! explicitly) into a `serde_json::Value`, or deserialized straight into a
 //! typed config. Every parse error names the key, the line and the column.
 //!
+//! A key whose bytes start with the gzip magic is decompressed first
+//! ([`crate::gzip`], within [`Selector::with_max_decompressed`]), and a
+//! trailing `.gz` is looked through when the format is told from the name.
+//!
 //! YAML is parsed by serde-saphyr (pure Rust, no `unsafe-libyaml`), with a
 //! budget that refuses alias bombs and deep nesting before they cost memory.
 
-use std::{fmt, str::FromStr};
+use std::{borrow::Cow, fmt, str::FromStr};
 
 use log::warn;
 use serde_core::{Deserialize, Deserializer, de::DeserializeOwned};
@@ -36,8 +40,15 @@ impl Format {
     pub const ALL: [Format; 4] = [Format::Json, Format::Yaml, Format::Toml, Format::Text];
 
     /// The format a key's extension names (`.json`, `.yaml`/`.yml`,
-    /// `.toml`), if any.
+    /// `.toml`), if any. A trailing `.gz` is looked through:
+    /// `prometheus.yaml.gz` is YAML (its bytes are decompressed first, see
+    /// [`crate::gzip`]).
     pub fn from_key(key: &str) -> Option<Format> {
+        let len = key.len();
+        let key = match key.get(len.saturating_sub(3)..) {
+            Some(tail) if tail.eq_ignore_ascii_case(".gz") => &key[..len - 3],
+            _ => key,
+        };
         let ext = key.rsplit_once('.')?.1;
         match ext.to_ascii_lowercase().as_str() {
             "json" => Some(Format::Json),
@@ -144,6 +155,8 @@ pub struct Position {
 pub struct Selector {
     keys: Keys,
     format: Option<Format>,
+    /// The cap on a gzip key's decompressed size.
+    max_decompressed: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,6 +182,7 @@ impl Selector {
         Selector {
             keys: Keys::One(key.into()),
             format: None,
+            max_decompressed: crate::gzip::DEFAULT_MAX_DECOMPRESSED,
         }
     }
 
@@ -183,6 +197,7 @@ impl Selector {
                 Keys::Many(keys)
             },
             format: None,
+            max_decompressed: crate::gzip::DEFAULT_MAX_DECOMPRESSED,
         }
     }
 
@@ -193,6 +208,7 @@ impl Selector {
         Selector {
             keys: Keys::All,
             format: None,
+            max_decompressed: crate::gzip::DEFAULT_MAX_DECOMPRESSED,
         }
     }
 
@@ -200,6 +216,27 @@ impl Selector {
     pub fn with_format(mut self, format: Format) -> Self {
         self.format = Some(format);
         self
+    }
+
+    /// Refuses a gzip-compressed key ([`crate::gzip`]) that decompresses
+    /// to more than `bytes` (default
+    /// [`DEFAULT_MAX_DECOMPRESSED`](crate::gzip::DEFAULT_MAX_DECOMPRESSED),
+    /// the reader's default cap on a file; pass the volume's
+    /// `max_file_size` when that is raised).
+    pub fn with_max_decompressed(mut self, bytes: u64) -> Self {
+        self.max_decompressed = bytes;
+        self
+    }
+
+    /// The cap on a gzip key's decompressed size.
+    pub fn max_decompressed(&self) -> u64 {
+        self.max_decompressed
+    }
+
+    /// `bytes` (the content of `key`) as they are parsed: decompressed if
+    /// they start with the gzip magic, within this selector's cap.
+    pub fn content<'a>(&self, key: &str, bytes: &'a [u8]) -> Result<Cow<'a, [u8]>> {
+        crate::gzip::decompress_if_gzip(key, bytes, self.max_decompressed)
     }
 
     /// The keys whose content is needed: `None` for every key. The reader
@@ -245,11 +282,15 @@ impl Selector {
     /// The config this selector picks out of `snapshot`.
     pub fn extract(&self, snapshot: &Snapshot) -> Result<Value> {
         match &self.keys {
-            Keys::One(key) => self.format_of(key)?.parse(key, bytes_of(snapshot, key)?),
+            Keys::One(key) => {
+                let format = self.format_of(key)?;
+                format.parse(key, &self.content(key, bytes_of(snapshot, key)?)?)
+            }
             Keys::Many(keys) => {
                 let mut object = Map::new();
                 for key in keys {
-                    let value = self.format_of(key)?.parse(key, bytes_of(snapshot, key)?)?;
+                    let format = self.format_of(key)?;
+                    let value = format.parse(key, &self.content(key, bytes_of(snapshot, key)?)?)?;
                     object.insert(key.clone(), value);
                 }
                 Ok(Value::Object(object))
@@ -258,15 +299,27 @@ impl Selector {
                 let mut object = Map::new();
                 let mut binary = Vec::new();
                 for (key, content) in &snapshot.entries {
-                    let bytes = content.as_deref().map_err(|e| clone_refusal(key, e))?;
+                    let raw = content.as_deref().map_err(|e| clone_refusal(key, e))?;
                     let format = self.format_of(key)?;
-                    if format == Format::Text && std::str::from_utf8(bytes).is_err() {
+                    let bytes = match self.content(key, raw) {
+                        Ok(bytes) => bytes,
+                        // A gzip key with no known format (a binaryData
+                        // archive, say) that cannot be decompressed is
+                        // left out like any binary key; one named as a
+                        // config is an error.
+                        Err(e) if format == Format::Text => {
+                            warn!("{}: left out key {key}: {e}", snapshot.version);
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    if format == Format::Text && std::str::from_utf8(&bytes).is_err() {
                         // A binaryData key cannot be a JSON string; it must
                         // not block the rest of the config either.
                         binary.push(key.as_str());
                         continue;
                     }
-                    object.insert(key.clone(), format.parse(key, bytes)?);
+                    object.insert(key.clone(), format.parse(key, &bytes)?);
                 }
                 if !binary.is_empty() {
                     warn!(
@@ -302,7 +355,9 @@ impl Selector {
                 // datetime) goes back to the bytes, for the line and column.
                 match T::deserialize(config) {
                     Ok(typed) => Ok(typed),
-                    Err(_) => format.deserialize(key, bytes_of(snapshot, key)?),
+                    Err(_) => {
+                        format.deserialize(key, &self.content(key, bytes_of(snapshot, key)?)?)
+                    }
                 }
             }
             Keys::Many(_) | Keys::All => {
@@ -844,6 +899,82 @@ mod tests {
                 "{message}"
             );
             assert_eq!(position, Some((2, 8)), "{message}");
+        }
+    }
+
+    #[test]
+    fn gz_suffix_is_looked_through_for_the_format() {
+        assert_eq!(Format::from_key("prometheus.yaml.gz"), Some(Format::Yaml));
+        assert_eq!(Format::from_key("a.JSON.GZ"), Some(Format::Json));
+        assert_eq!(Format::from_key("config.gz"), None);
+        assert_eq!(Format::from_key(".gz"), None);
+    }
+
+    #[cfg(feature = "gzip")]
+    mod gzip {
+        use super::*;
+
+        fn gz(bytes: &[u8]) -> Vec<u8> {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(bytes).unwrap();
+            e.finish().unwrap()
+        }
+
+        #[cfg(feature = "yaml")]
+        #[test]
+        fn gzipped_yaml_parses_as_yaml() {
+            let yaml = b"global:\n  scrape_interval: 30s\nscrape_configs: []\n";
+            let s = snapshot(&[("prometheus.yaml.gz", &gz(yaml))]);
+            let sel = Selector::key("prometheus.yaml.gz");
+            let config = sel.extract(&s).unwrap();
+            assert_eq!(
+                config,
+                json!({"global": {"scrape_interval": "30s"}, "scrape_configs": []})
+            );
+        }
+
+        #[cfg(feature = "yaml")]
+        #[test]
+        fn gzipped_yaml_errors_give_line_and_column_in_the_decompressed_text() {
+            let s = snapshot(&[("p.yaml.gz", &gz(b"a: 1\nb: 2\n- x\n"))]);
+            let sel = Selector::key("p.yaml.gz");
+            let (format, position, _) = parse_error(sel.extract(&s).unwrap_err());
+            assert_eq!(format, Format::Yaml);
+            assert_eq!(position.map(|p| p.0), Some(3));
+        }
+
+        #[test]
+        fn gzipped_json_deserializes_typed_and_mismatch_has_a_line() {
+            let s = snapshot(&[("c.json.gz", &gz(b"{\n\"server\": {\"port\": \"x\"}}"))]);
+            let sel = Selector::key("c.json.gz");
+            let config = sel.extract(&s).unwrap();
+            let err = sel.deserialize::<Config>(&s, &config).unwrap_err();
+            let (_, position, message) = parse_error(err);
+            assert!(message.starts_with("server.port: "), "{message}");
+            assert_eq!(position.map(|p| p.0), Some(2));
+        }
+
+        #[test]
+        fn a_bomb_key_is_refused_under_the_selectors_cap() {
+            let s = snapshot(&[("c.json.gz", &gz(&vec![b' '; 4096]))]);
+            let err = Selector::key("c.json.gz")
+                .with_max_decompressed(1024)
+                .extract(&s)
+                .unwrap_err();
+            assert!(matches!(err, Error::Refused { .. }), "{err:?}");
+            assert!(err.to_string().contains("more than 1 KiB"), "{err}");
+        }
+
+        #[test]
+        fn all_keys_decompress_text_and_leave_out_bad_gzip() {
+            let s = snapshot(&[
+                ("notes.txt.gz", &gz(b"hello")),
+                ("broken.gz", &[0x1f, 0x8b, 0, 1, 2]),
+                ("c.json", b"{\"a\": 1}"),
+            ]);
+            let config = Selector::all_keys().extract(&s).unwrap();
+            assert_eq!(config, json!({"notes.txt.gz": "hello", "c.json": {"a": 1}}));
         }
     }
 }

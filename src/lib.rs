@@ -88,11 +88,17 @@
 //! - [`mod@format`] turns a snapshot into the config: `.json`, `.yaml`/`.yml`
 //!   (feature `yaml`), `.toml` (feature `toml`) or text, by extension or
 //!   [`Selector::with_format`]; every parse error names key, line, column.
+//! - [`gzip`]: keys starting with `1f 8b` are decompressed before parsing
+//!   (feature `gzip`), within a cap that refuses gzip bombs.
 //! - [`watcher`] is the poll loop; [`live`] the typed handle.
 //! - [`writer`] writes a volume exactly as the kubelet does (`publish`).
+//! - [`jitter`] spreads a fleet's reactions to a change over a window
+//!   (random, or a stable offset per StatefulSet ordinal).
+//! - [`render`] writes a config to a plain file (or directory) atomically,
+//!   for programs that read one file, with optional `$(VAR)` substitution.
 //!
-//! Features: `yaml`, `toml` (on with the default `cli`; opt-in for the
-//! library), `tokio`, `actions`, `cli`.
+//! Features: `yaml`, `toml`, `gzip` (on with the default `cli`; opt-in for
+//! the library), `tokio`, `actions`, `cli`.
 #![deny(missing_docs)]
 
 #[cfg(feature = "actions")]
@@ -100,7 +106,10 @@ pub mod actions;
 mod error;
 pub mod event;
 pub mod format;
+pub mod gzip;
+pub mod jitter;
 pub mod live;
+pub mod render;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod volume;

@@ -1,4 +1,5 @@
-//! Acting on a change: run a command, call webhooks, signal a process.
+//! Acting on a change: run a command, call webhooks, signal a process
+//! (given by pid, pid file, or name: [`process`]).
 //!
 //! Actions run on their own thread so polling never waits for them. At most
 //! one round is in flight; changes that arrive meanwhile collapse into one
@@ -6,6 +7,7 @@
 //! and the final state is never lost. Only good configs trigger actions.
 
 mod exec;
+pub mod process;
 mod signal;
 mod webhook;
 

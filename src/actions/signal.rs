@@ -1,5 +1,6 @@
-//! `--signal`: send a signal to a process given by `--pid` or `--pid-file`
-//! (read on every change, so a restarted process is found). Unix only.
+//! `--signal`: send a signal to a process given by `--pid`, `--pid-file`
+//! or `--process-name` (the file read, or `/proc` scanned, on every change,
+//! so a restarted process is found). Unix only; by name, Linux only.
 
 use std::path::PathBuf;
 
@@ -10,6 +11,10 @@ pub enum PidSource {
     Pid(u32),
     /// A file holding the process id, read at each signal.
     File(PathBuf),
+    /// The one process of this name, looked up in `/proc` at each signal
+    /// ([`find_process`](super::process::find_process): zero or several
+    /// matches fail the action, naming what was found). Linux only.
+    Name(String),
 }
 
 /// A signal to send on each change.
@@ -70,6 +75,7 @@ impl SignalAction {
         match &self.target {
             PidSource::Pid(pid) => format!("{} to pid {pid}", self.name),
             PidSource::File(path) => format!("{} to the pid in {}", self.name, path.display()),
+            PidSource::Name(name) => format!("{} to the process named {name}", self.name),
         }
     }
 
@@ -91,6 +97,9 @@ impl SignalAction {
                         )
                     })
             }
+            PidSource::Name(name) => super::process::find_process(name)
+                .map(|p| p.pid)
+                .map_err(|e| e.to_string()),
         }
     }
 
