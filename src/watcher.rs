@@ -752,6 +752,15 @@ impl Watcher {
                 });
         let config = match validated {
             Ok(config) => config,
+            // A checker that could not start (EMFILE, EAGAIN) said nothing
+            // about the version: read and check it again next tick.
+            Err(e)
+                if e.kind() == crate::ErrorKind::Transient
+                    && matches!(self.mode, Mode::ConfigMap(_)) =>
+            {
+                self.retry_later(&e);
+                return None;
+            }
             Err(e) => return Some(self.error_event(snapshot.version, detected_at, lag, &e)),
         };
         let kind = match &mut self.current {

@@ -47,6 +47,9 @@ pub struct Exec {
     /// Strings to hide in the logged stderr tail (webhook URLs and header
     /// values), should the command print them.
     pub secrets: Vec<String>,
+    /// A checker's run (`--validate-exec`): its stdout is kept with its
+    /// stderr, and a failure carries the whole tail, not the last line.
+    pub(crate) checker: bool,
 }
 
 impl Exec {
@@ -57,6 +60,7 @@ impl Exec {
             args,
             timeout: Duration::from_secs(30),
             secrets: Vec::new(),
+            checker: false,
         }
     }
 
@@ -77,7 +81,11 @@ impl Exec {
             .env("CONFIGMAPWATCH_DIR", dir)
             .env("CONFIGMAPWATCH_EVENT", event.kind.as_str())
             .stdin(Stdio::piped())
-            .stdout(Stdio::from(io::stderr()))
+            .stdout(if self.checker {
+                Stdio::piped()
+            } else {
+                Stdio::from(io::stderr())
+            })
             .stderr(Stdio::piped());
         for var in SECRET_VARS {
             command.env_remove(var);
@@ -102,12 +110,11 @@ impl Exec {
             let _ = stdin.write_all(config.as_bytes());
         });
         let tail = Arc::new(Mutex::new(Tail::default()));
-        let reader = {
+        let read_into_tail = |mut from: Box<dyn Read + Send>| {
             let tail = tail.clone();
-            let mut stderr = child.stderr.take().expect("stderr is piped");
             thread::spawn(move || {
                 let mut chunk = [0u8; 4096];
-                while let Ok(n) = stderr.read(&mut chunk) {
+                while let Ok(n) = from.read(&mut chunk) {
                     if n == 0 {
                         break;
                     }
@@ -117,6 +124,9 @@ impl Exec {
                 }
             })
         };
+        let reader = read_into_tail(Box::new(child.stderr.take().expect("stderr is piped")));
+        // A checker's verdict is often on stdout (promtool's FAILED lines).
+        let stdout_reader = child.stdout.take().map(|out| read_into_tail(Box::new(out)));
 
         let deadline = Instant::now() + self.timeout;
         let status = loop {
@@ -139,18 +149,23 @@ impl Exec {
         // The pipe closes when the command's last writer exits; a
         // background child may keep it open for long: stop waiting soon.
         let grace = Instant::now() + DRAIN_GRACE;
-        while !reader.is_finished() && Instant::now() < grace {
+        let finished =
+            || reader.is_finished() && stdout_reader.as_ref().is_none_or(|r| r.is_finished());
+        while !finished() && Instant::now() < grace {
             thread::sleep(Duration::from_millis(2));
         }
         let tail = self.scrub(tail.lock().unwrap_or_else(|e| e.into_inner()).text());
-        if !tail.is_empty() {
+        if !tail.is_empty() && !self.checker {
             log::info!("exec {}: stderr (tail): {tail}", self.program);
         }
         let status = status?;
         if status.success() {
             Ok(())
         } else {
-            let last = tail.lines().last().unwrap_or("");
+            let last = match self.checker {
+                true => tail.as_str(),
+                false => tail.lines().last().unwrap_or(""),
+            };
             Err(format!(
                 "{} {status}{}{last}",
                 self.program,

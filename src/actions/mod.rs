@@ -9,6 +9,7 @@
 mod exec;
 pub mod process;
 mod signal;
+mod validate;
 mod webhook;
 
 use std::{
@@ -22,6 +23,7 @@ use serde_json::{Value, json};
 
 pub use exec::Exec;
 pub use signal::{PidSource, SignalAction};
+pub use validate::ValidateExec;
 pub use webhook::{TlsVerify, Webhook, WebhookOptions, parse_header, redact_url};
 
 use crate::event::{Event, EventKind, OutputFormat, rfc3339};
@@ -67,6 +69,10 @@ pub struct Actions {
     pub shutdown_timeout: Duration,
     /// The volume directory (passed to commands as `CONFIGMAPWATCH_DIR`).
     pub dir: PathBuf,
+    /// A delay before each round, so that a fleet of replicas does not
+    /// reload at once. A newer version arriving during the delay replaces
+    /// the waiting one.
+    pub jitter: crate::jitter::Jitter,
 }
 
 impl Actions {
@@ -223,6 +229,9 @@ impl ActionRunner {
         thread::spawn(move || {
             let _done = done_tx; // dropped when the worker ends, however it ends
             while let Some(event) = next_round(&worker) {
+                let Some(event) = delay(&worker, &actions.jitter, event) else {
+                    break;
+                };
                 let round = Round {
                     shared: &worker,
                     dir: &actions.dir,
@@ -310,6 +319,45 @@ impl ActionRunner {
             }
             _ => true,
         }
+    }
+}
+
+/// Waits out the jitter before a round; a newer version submitted
+/// meanwhile takes the waiting one's place (on the same deadline, so that a
+/// stream of changes cannot put the round off forever). `None` on shutdown.
+fn delay(shared: &Shared, jitter: &crate::jitter::Jitter, mut event: Event) -> Option<Event> {
+    let wait = jitter.delay();
+    if wait.is_zero() {
+        return Some(event);
+    }
+    log::info!(
+        "acting on {} in {} (--jitter)",
+        event.version,
+        humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
+    );
+    let deadline = Instant::now() + wait;
+    let mut s = shared.lock();
+    loop {
+        if s.closing {
+            return None;
+        }
+        if let Some(newer) = s.pending.take() {
+            log::debug!(
+                "{} replaces {} during the jitter delay",
+                newer.version,
+                event.version
+            );
+            event = newer;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Some(event);
+        }
+        s = shared
+            .wake
+            .wait_timeout(s, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
     }
 }
 

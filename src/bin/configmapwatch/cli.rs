@@ -8,12 +8,14 @@ use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum, builder::Bo
 use configmapwatch::{
     Format, OutputFormat, Selector, WatchOptions,
     actions::{
-        Action, Actions, Exec, PidSource, SignalAction, TlsVerify, Webhook, WebhookOptions,
-        parse_header,
+        Action, Actions, Exec, PidSource, SignalAction, TlsVerify, ValidateExec, Webhook,
+        WebhookOptions, parse_header,
     },
+    jitter::Jitter,
+    render::EnvMode,
 };
 
-use crate::watch::{Print, Settings};
+use crate::watch::{Checks, Print, Render, RenderTarget, Settings};
 use log::LevelFilter;
 
 const EXAMPLES: &str = "\
@@ -140,10 +142,59 @@ pub struct WatchArgs {
     pub max_total_size: u64,
 
     #[command(flatten)]
+    pub checks: CheckArgs,
+
+    #[command(flatten)]
     pub serve: ServeArgs,
 
     #[command(flatten)]
     pub actions: ActionArgs,
+}
+
+/// What a new version must pass, and where it is written, before actions.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Validation and rendering (before any action)")]
+pub struct CheckArgs {
+    /// Run the target's own checker on each new version before accepting
+    /// it, e.g. 'promtool check config {}' or 'nginx -t -c {}' (one quoted
+    /// string, split as a shell would). `{}` is the path of the selected
+    /// key's file in the version's data directory (the directory itself
+    /// with several keys or --all-keys). A non-zero exit refuses the
+    /// version with the checker's output; the last good config stays.
+    #[arg(long, value_name = "COMMAND", env = "CONFIGMAPWATCH_VALIDATE_EXEC")]
+    pub validate_exec: Option<String>,
+
+    /// Kill a checker still running after this; the version is refused.
+    #[arg(long, value_name = "DURATION", env = "CONFIGMAPWATCH_VALIDATE_TIMEOUT", default_value = "30s",
+          value_parser = parse_interval)]
+    pub validate_timeout: Duration,
+
+    /// Write the selected key (one --file) to this plain file, atomically,
+    /// after validation and before actions: for programs that read one
+    /// file, not a ..data tree. Its original format, not JSON.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "CONFIGMAPWATCH_RENDER_TO",
+        conflicts_with = "render_dir"
+    )]
+    pub render_to: Option<PathBuf>,
+
+    /// Write every selected key into this existing directory, each file
+    /// atomically; files a previous render wrote that are no longer keys
+    /// are removed (never others).
+    #[arg(long, value_name = "DIR", env = "CONFIGMAPWATCH_RENDER_DIR")]
+    pub render_dir: Option<PathBuf>,
+
+    /// Replace $(VAR) and ${VAR} from the environment in what is rendered;
+    /// an unset variable refuses the version. ($$(VAR) is a literal $(VAR).)
+    #[arg(long, env = "CONFIGMAPWATCH_RENDER_ENV", value_parser = boolish(), action = ArgAction::SetTrue)]
+    pub render_env: bool,
+
+    /// With --render-env: leave unset variables as they are (counted in
+    /// the log) instead of refusing the version.
+    #[arg(long, env = "CONFIGMAPWATCH_RENDER_ENV_TOLERANT", value_parser = boolish(), action = ArgAction::SetTrue)]
+    pub render_env_tolerant: bool,
 }
 
 /// The sidecar's HTTP endpoints.
@@ -160,7 +211,7 @@ pub struct ServeArgs {
 /// What to do on each good change.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Actions (run for each good change, never for an invalid one)",
-          group(ArgGroup::new("pid_source").args(["pid", "pid_file"])))]
+          group(ArgGroup::new("pid_source").args(["pid", "pid_file", "process_name"])))]
 pub struct ActionArgs {
     /// Run a command: the new config on its stdin (compact JSON);
     /// CONFIGMAPWATCH_VERSION, _PREVIOUS_VERSION, _DIR and _EVENT in its
@@ -256,6 +307,30 @@ pub struct ActionArgs {
     )]
     pub pid_file: Option<PathBuf>,
 
+    /// The process to signal, found by name at each change (its comm or
+    /// executable, in a shared process namespace; the top of a tree of
+    /// same-named processes, e.g. nginx's master). None or several are an
+    /// error naming what was found. Linux only.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "CONFIGMAPWATCH_PROCESS_NAME",
+        requires = "signal"
+    )]
+    pub process_name: Option<String>,
+
+    /// Wait a random time up to this before acting on a change, so that a
+    /// fleet of replicas does not reload at once. A newer version arriving
+    /// meanwhile replaces the waiting one.
+    #[arg(long, value_name = "DURATION", env = "CONFIGMAPWATCH_JITTER", value_parser = parse_interval)]
+    pub jitter: Option<Duration>,
+
+    /// With --jitter: a stable offset per replica, from the StatefulSet
+    /// ordinal in POD_NAME (web-3 -> 3), spread over the window.
+    #[arg(long, env = "CONFIGMAPWATCH_JITTER_FROM_ORDINAL", requires = "jitter",
+          value_parser = boolish(), action = ArgAction::SetTrue)]
+    pub jitter_from_ordinal: bool,
+
     /// Also run the actions for the initial config.
     #[arg(long, env = "CONFIGMAPWATCH_ON_START", value_parser = boolish(), action = ArgAction::SetTrue)]
     pub on_start: bool,
@@ -323,6 +398,64 @@ impl WatchArgs {
             },
             actions: self.actions.actions(&self.dir[0])?,
             listen: self.serve.listen_address.clone(),
+            checks: self.checks.checks(&self.dir, &template.selector)?,
+        })
+    }
+}
+
+impl CheckArgs {
+    fn checks(&self, dirs: &[PathBuf], selector: &Selector) -> Result<Checks, String> {
+        let validate = match &self.validate_exec {
+            None => None,
+            Some(line) => {
+                let words =
+                    shell_words::split(line).map_err(|e| format!("--validate-exec: {e}"))?;
+                let Some((program, args)) = words.split_first() else {
+                    return Err("--validate-exec needs a command".into());
+                };
+                Some(ValidateExec::new(
+                    program.clone(),
+                    args.to_vec(),
+                    selector.single_key().map(str::to_owned),
+                    self.validate_timeout,
+                ))
+            }
+        };
+        let target = match (&self.render_to, &self.render_dir) {
+            (Some(file), _) => {
+                if selector.single_key().is_none() {
+                    return Err(
+                        "--render-to writes one key: select it with one --file (or use --render-dir)"
+                            .into(),
+                    );
+                }
+                Some(RenderTarget::File(file.clone()))
+            }
+            (None, Some(dir)) => {
+                if !dir.is_dir() {
+                    return Err(format!(
+                        "--render-dir {}: not an existing directory",
+                        dir.display()
+                    ));
+                }
+                Some(RenderTarget::Dir(dir.clone()))
+            }
+            (None, None) => None,
+        };
+        if target.is_some() && dirs.len() > 1 {
+            return Err("--render-to and --render-dir take one --dir".into());
+        }
+        if target.is_none() && (self.render_env || self.render_env_tolerant) {
+            return Err("--render-env needs --render-to or --render-dir".into());
+        }
+        let env = match (self.render_env, self.render_env_tolerant) {
+            (_, true) => Some(EnvMode::Tolerant),
+            (true, false) => Some(EnvMode::Strict),
+            (false, false) => None,
+        };
+        Ok(Checks {
+            validate,
+            render: target.map(|target| Render { target, env }),
         })
     }
 }
@@ -387,18 +520,28 @@ impl ActionArgs {
             exec.secrets = secrets;
         }
         if let Some(signal) = &self.signal {
-            let target = match (&self.pid, &self.pid_file) {
-                (Some(pid), _) => PidSource::Pid(*pid),
-                (None, Some(file)) => PidSource::File(file.clone()),
-                (None, None) => return Err("--signal needs --pid or --pid-file".into()),
+            let target = match (&self.pid, &self.pid_file, &self.process_name) {
+                (Some(pid), _, _) => PidSource::Pid(*pid),
+                (None, Some(file), _) => PidSource::File(file.clone()),
+                (None, None, Some(name)) => PidSource::Name(name.clone()),
+                (None, None, None) => {
+                    return Err("--signal needs --pid, --pid-file or --process-name".into());
+                }
             };
             list.push(Action::Signal(SignalAction::new(signal, target)?));
         }
+        let jitter = match (self.jitter, self.jitter_from_ordinal) {
+            (None, _) => Jitter::None,
+            (Some(max), false) => Jitter::random(max),
+            (Some(max), true) => Jitter::from_env("POD_NAME", max)
+                .map_err(|e| format!("--jitter-from-ordinal: {e}"))?,
+        };
         Ok(Actions {
             list,
             on_start: self.on_start,
             shutdown_timeout: self.shutdown_timeout,
             dir: dir.to_owned(),
+            jitter,
         })
     }
 }

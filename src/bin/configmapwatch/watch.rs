@@ -4,16 +4,20 @@
 
 use std::{
     io::Write,
+    path::PathBuf,
     sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant, SystemTime},
 };
 
 use configmapwatch::{
-    actions::{ActionReport, ActionRunner, Actions},
+    Selector,
+    actions::{ActionReport, ActionRunner, Actions, ValidateExec},
     event::{Event, EventKind, OutputFormat},
+    render::{EnvMode, render_dir, render_file, substitute_env},
     serve::{Server, ServerOptions, Status},
     volume::Layout,
+    volume::Snapshot,
     watcher::{ShutdownListener, WatchOptions, Watcher},
 };
 
@@ -31,6 +35,124 @@ pub struct Settings {
     pub actions: Actions,
     /// Where to serve /metrics, /healthz and /readyz, if anywhere.
     pub listen: Option<String>,
+    /// What a version must pass, and where it is rendered, before actions.
+    pub checks: Checks,
+}
+
+/// Checks and rendering run on each new version before it is accepted.
+#[derive(Debug, Clone, Default)]
+pub struct Checks {
+    /// The target's own checker.
+    pub validate: Option<ValidateExec>,
+    /// Where the version is written for programs that read plain files.
+    pub render: Option<Render>,
+}
+
+/// `--render-to` / `--render-dir`.
+#[derive(Debug, Clone)]
+pub struct Render {
+    /// Where.
+    pub target: RenderTarget,
+    /// `$(VAR)` substitution, if asked.
+    pub env: Option<EnvMode>,
+}
+
+/// One file (the selected key) or a directory (every selected key).
+#[derive(Debug, Clone)]
+pub enum RenderTarget {
+    /// `--render-to`.
+    File(PathBuf),
+    /// `--render-dir`.
+    Dir(PathBuf),
+}
+
+impl Settings {
+    /// A watcher for `options`, with the checks as its validator.
+    fn watcher(&self, options: &WatchOptions) -> Watcher {
+        let watcher = Watcher::new(options.clone());
+        if self.checks.validate.is_none() && self.checks.render.is_none() {
+            return watcher;
+        }
+        let (checks, dir, selector) = (
+            self.checks.clone(),
+            options.dir.clone(),
+            options.selector.clone(),
+        );
+        watcher.with_validator(Box::new(move |snapshot, config| {
+            // Substitution first: an unset variable refuses the version
+            // before the checker or anything else runs.
+            let files = match &checks.render {
+                Some(render) => Some(render.prepare(&selector, snapshot)?),
+                None => None,
+            };
+            if let Some(validate) = &checks.validate {
+                validate.check(&dir, snapshot, config)?;
+            }
+            if let (Some(render), Some(files)) = (&checks.render, files) {
+                render.write(files)?;
+            }
+            Ok(())
+        }))
+    }
+}
+
+impl Render {
+    /// The files to write for `snapshot`: each selected key's content
+    /// (gzip undone), with the environment substituted if asked.
+    fn prepare(
+        &self,
+        selector: &Selector,
+        snapshot: &Snapshot,
+    ) -> configmapwatch::Result<Vec<(String, Vec<u8>)>> {
+        let keys: Vec<&str> = match (&self.target, selector.single_key()) {
+            (RenderTarget::File(_), Some(key)) => vec![key],
+            _ => snapshot
+                .entries
+                .iter()
+                .filter(|(_, v)| v.is_ok())
+                .map(|(k, _)| k.as_str())
+                .collect(),
+        };
+        let mut files = Vec::new();
+        for key in keys {
+            let Some(Ok(bytes)) = snapshot.get(key) else {
+                continue;
+            };
+            let content = selector.content(key, bytes)?;
+            let bytes = match self.env {
+                None => content.into_owned(),
+                Some(mode) => {
+                    let out = substitute_env(key, &content, mode)?;
+                    if out.unresolved > 0 {
+                        log::warn!(
+                            "{}: key {key}: {} unset variable reference(s) left as they are (--render-env-tolerant)",
+                            snapshot.version,
+                            out.unresolved
+                        );
+                    }
+                    out.bytes
+                }
+            };
+            // The rendered name drops .gz: the file holds the text.
+            let name = key.strip_suffix(".gz").unwrap_or(key).to_owned();
+            files.push((name, bytes));
+        }
+        Ok(files)
+    }
+
+    fn write(&self, files: Vec<(String, Vec<u8>)>) -> configmapwatch::Result<()> {
+        match &self.target {
+            RenderTarget::File(path) => {
+                if let Some((_, bytes)) = files.first() {
+                    render_file(path, bytes)?;
+                }
+            }
+            RenderTarget::Dir(dir) => {
+                render_dir(dir, files)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What stdout carries.
@@ -73,7 +195,11 @@ pub fn watch(
 ) -> Result<(), String> {
     let print = settings.output;
     let out = Arc::new(Mutex::new(out));
-    let mut watchers: Vec<Watcher> = settings.watches.iter().cloned().map(Watcher::new).collect();
+    let mut watchers: Vec<Watcher> = settings
+        .watches
+        .iter()
+        .map(|o| settings.watcher(o))
+        .collect();
     let status = settings.listen.as_ref().map(|_| {
         let interval = watchers
             .iter()
@@ -181,7 +307,7 @@ pub fn once(settings: &Settings, out: &mut impl Write) -> bool {
     let mut last_good = None;
     let mut ok = true;
     for options in &settings.watches {
-        let mut watcher = Watcher::new(options.clone());
+        let mut watcher = settings.watcher(options);
         let event = once_for(&mut watcher, options);
         match settings.output {
             Print::Events(format) => {

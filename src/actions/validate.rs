@@ -1,0 +1,92 @@
+//! `--validate-exec`: the target's own checker (`promtool check config {}`,
+//! `nginx -t -c {}`) run on a new version before it is accepted. `{}` is
+//! the path of the version's data directory, or of the selected key's file
+//! in it. A non-zero exit refuses the version with the checker's output;
+//! the last good config stays and nothing is acted on.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use serde_json::Value;
+
+use super::Exec;
+use crate::{
+    Error,
+    event::{Event, EventKind},
+    volume::{Layout, Snapshot},
+};
+
+/// A checker run on each new version before it is accepted.
+#[derive(Debug, Clone)]
+pub struct ValidateExec {
+    exec: Exec,
+    key: Option<String>,
+}
+
+impl ValidateExec {
+    /// `program args...` with `{}` in `args` standing for the version's
+    /// path: the file of `key` when one key is selected, else the data
+    /// directory. Killed after `timeout`.
+    pub fn new(program: String, args: Vec<String>, key: Option<String>, timeout: Duration) -> Self {
+        let mut exec = Exec::new(program, args);
+        exec.timeout = timeout;
+        exec.checker = true;
+        ValidateExec { exec, key }
+    }
+
+    /// The checker's program.
+    pub fn program(&self) -> &str {
+        &self.exec.program
+    }
+
+    /// Runs the checker on `snapshot` (read from `dir`), with `config` on
+    /// its stdin as compact JSON. A refusal or a timeout is a content
+    /// error ([`Error::Invalid`]); a checker that cannot be started (out of
+    /// processes or file descriptors) is a passing fault, retried.
+    pub fn check(&self, dir: &Path, snapshot: &Snapshot, config: &Value) -> Result<(), Error> {
+        let data = match snapshot.layout {
+            // The versioned directory itself: it never changes once
+            // swapped in, unlike the paths through ..data.
+            Layout::ConfigMap => dir.join(&snapshot.version),
+            _ => dir.to_owned(),
+        };
+        let path: PathBuf = match &self.key {
+            Some(key) => data.join(key),
+            None => data,
+        };
+        let path_text = path.to_string_lossy();
+        let mut exec = self.exec.clone();
+        for arg in &mut exec.args {
+            *arg = arg.replace("{}", &path_text);
+        }
+        let event = Event {
+            kind: EventKind::Change,
+            dir: dir.into(),
+            version: snapshot.version.clone(),
+            previous_version: None,
+            detected_at: SystemTime::now(),
+            lag: None,
+            config: Some(Arc::new(config.clone())),
+            key: None,
+            error: None,
+        };
+        let slot = Mutex::new(None);
+        exec.run(&event, dir, &slot).map_err(|reason| {
+            if reason.starts_with("cannot start ") {
+                Error::Io {
+                    path: PathBuf::from(&self.exec.program),
+                    action: "cannot start the --validate-exec checker",
+                    source: std::io::Error::other(reason),
+                }
+            } else {
+                Error::Invalid {
+                    version: snapshot.version.clone(),
+                    reason: format!("--validate-exec refused it: {reason}"),
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,285 @@
+//! Before any action: the target's own checker (`--validate-exec`, with
+//! nginx), rendering for programs that read one plain file (`--render-to`
+//! with environment substitution), signalling a process found by name
+//! (`--process-name`), and spreading a fleet's reloads (`--jitter`).
+
+#![cfg(target_os = "linux")]
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use crate::helper::{DEADLINE, Reaped, Running, action, bin, wait_until};
+
+/// An nginx config serving `body` on 127.0.0.1:`port`, with every path
+/// it writes under `dir`.
+fn nginx_conf(dir: &Path, port: u16, body: &str) -> String {
+    let d = dir.display();
+    format!(
+        "daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 16; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ return 200 \"{body}\\n\"; }}
+  }}
+}}
+"
+    )
+}
+
+fn http_get(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(DEADLINE)).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    answer.split("\r\n\r\n").nth(1).map(str::to_owned)
+}
+
+fn nginx_binary() -> &'static str {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("nginx is not installed (CI installs it)")
+}
+
+#[test]
+fn validate_exec_blocks_a_conf_nginx_rejects_and_a_good_one_reloads_nginx_by_name() {
+    let vol = vol!();
+    let work = vol.tmp.path().join("nginx");
+    std::fs::create_dir(&work).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    vol.publish(&[("nginx.conf", &nginx_conf(&work, port, "v1"))]);
+    // nginx under a name of its own, so that --process-name finds this one
+    // and no other test's nginx.
+    let name = format!("ngx{}", std::process::id() % 100_000);
+    let program = vol.tmp.path().join(&name);
+    std::fs::copy(nginx_binary(), &program).unwrap();
+    let server = Reaped(
+        Command::new(&program)
+            .arg("-c")
+            .arg(vol.path().join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("nginx to serve v1", || {
+        http_get(port).as_deref() == Some("v1\n")
+    });
+
+    let mut cmd = bin();
+    cmd.args([
+        "-o",
+        "json",
+        "-i",
+        "10ms",
+        "--file",
+        "nginx.conf",
+        "--format",
+        "text",
+    ])
+    .arg("-d")
+    .arg(vol.path())
+    .args(["--validate-exec"])
+    .arg(format!("{} -t -c {{}}", nginx_binary()))
+    .args(["--signal", "HUP", "--process-name", &name]);
+    let run = Running::spawn(cmd);
+    run.event();
+
+    // A conf nginx rejects: an error event with nginx's words, no signal.
+    let broken = vol.publish(&[(
+        "nginx.conf",
+        "events {}\nhttp { server { listen nowhere:; } }\n",
+    )]);
+    let e = run.event_for("error", &broken);
+    let error = e["error"].as_str().unwrap();
+    assert!(error.contains("--validate-exec refused it"), "{e}");
+    assert!(
+        error.contains("nginx") && error.contains("test failed"),
+        "{e}"
+    );
+    assert_eq!(http_get(port).as_deref(), Some("v1\n"));
+
+    // A good one: accepted, nginx found by name and reloaded.
+    let good = vol.publish(&[("nginx.conf", &nginx_conf(&work, port, "v2"))]);
+    run.event_for("change", &good);
+    let report = action(&run);
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(
+        report["target"].as_str().unwrap().contains(&name),
+        "{report}"
+    );
+    wait_until("nginx to serve v2", || {
+        http_get(port).as_deref() == Some("v2\n")
+    });
+    drop(server);
+}
+
+#[test]
+fn render_to_writes_the_key_with_the_environment_and_refuses_unset_variables() {
+    let vol = vol!();
+    let out = vol.tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let file = out.join("app.yaml");
+    vol.publish(&[("app.yaml", "url: ${TARGET_URL}\nliteral: $$(KEEP)\n")]);
+    let mut cmd = bin();
+    cmd.args([
+        "-o",
+        "json",
+        "-i",
+        "10ms",
+        "--file",
+        "app.yaml",
+        "--render-env",
+    ])
+    .arg("-d")
+    .arg(vol.path())
+    .arg("--render-to")
+    .arg(&file)
+    .env("TARGET_URL", "http://127.0.0.1:1/");
+    let run = Running::spawn(cmd);
+    assert_eq!(run.event()["event"], "initial");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "url: http://127.0.0.1:1/\nliteral: $(KEEP)\n"
+    );
+
+    // An unset variable refuses the version: the file keeps the last good one.
+    let bad = vol.publish(&[("app.yaml", "url: $(NOT_SET_ANYWHERE)\n")]);
+    let e = run.event_for("error", &bad);
+    assert!(
+        e["error"].as_str().unwrap().contains("NOT_SET_ANYWHERE"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "url: http://127.0.0.1:1/\nliteral: $(KEEP)\n"
+    );
+    let good = vol.publish(&[("app.yaml", "url: ${TARGET_URL}v2\n")]);
+    run.event_for("change", &good);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "url: http://127.0.0.1:1/v2\n"
+    );
+    drop(run);
+
+    // --once renders and exits: the init container's job.
+    std::fs::remove_file(&file).unwrap();
+    let status = bin()
+        .args(["--once", "--file", "app.yaml", "--render-env", "-d"])
+        .arg(vol.path())
+        .arg("--render-to")
+        .arg(&file)
+        .env("TARGET_URL", "http://127.0.0.1:2/")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "url: http://127.0.0.1:2/v2\n"
+    );
+}
+
+#[test]
+fn a_newer_version_during_the_jitter_delay_replaces_the_waiting_one() {
+    let vol = vol!();
+    vol.publish(&[("config.json", r#"{"n":1}"#)]);
+    let log = vol.tmp.path().join("rounds.log");
+    let mut cmd = bin();
+    // web-1's stable place in a 2 s window: about 1.24 s after a change.
+    cmd.args([
+        "-o",
+        "json",
+        "-i",
+        "10ms",
+        "--jitter",
+        "2s",
+        "--jitter-from-ordinal",
+        "-d",
+    ])
+    .arg(vol.path())
+    .env("POD_NAME", "web-1")
+    .arg("--exec")
+    .args(["sh", "-c"])
+    .arg(format!(
+        "echo \"$CONFIGMAPWATCH_VERSION\" >> '{}'",
+        log.display()
+    ));
+    let run = Running::spawn(cmd);
+    assert_eq!(run.event()["event"], "initial");
+    let v2 = vol.publish(&[("config.json", r#"{"n":2}"#)]);
+    run.event_for("change", &v2);
+    let v3 = vol.publish(&[("config.json", r#"{"n":3}"#)]);
+    run.event_for("change", &v3);
+    let report = action(&run);
+    assert_eq!(report["version"], v3, "{report}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), format!("{v3}\n"));
+    assert!(run.stderr_so_far().contains("(--jitter)"));
+}
+
+#[test]
+fn twenty_replicas_with_jitter_spread_their_reloads_over_the_window() {
+    let vol = vol!();
+    vol.publish(&[("config.json", r#"{"n":1}"#)]);
+    let log = vol.tmp.path().join("when.log");
+    let runs: Vec<Running> = (0..20)
+        .map(|_| {
+            let mut cmd = bin();
+            cmd.args(["-o", "json", "-i", "10ms", "--jitter", "2s", "-d"])
+                .arg(vol.path())
+                .arg("--exec")
+                .args(["sh", "-c"])
+                .arg(format!("date +%s.%N >> '{}'", log.display()));
+            Running::spawn(cmd)
+        })
+        .collect();
+    for run in &runs {
+        assert_eq!(run.event()["event"], "initial");
+    }
+    let v2 = vol.publish(&[("config.json", r#"{"n":2}"#)]);
+    for run in &runs {
+        let report = loop {
+            let e = run.event();
+            if e["event"] == "action" {
+                break e;
+            }
+        };
+        assert_eq!(
+            (report["ok"].clone(), report["version"].clone()),
+            (true.into(), v2.clone().into())
+        );
+    }
+    let times: Vec<f64> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(times.len(), 20);
+    let first = times.iter().cloned().fold(f64::MAX, f64::min);
+    let last = times.iter().cloned().fold(f64::MIN, f64::max);
+    let spread = last - first;
+    println!("20 replicas with --jitter 2s: reloads spread over {spread:.3} s");
+    // Uniform delays in [0, 2 s): 20 of them all within 0.5 s of each
+    // other has a probability below 1e-9.
+    assert!(spread > 0.5 && spread < 2.0 + 1.0, "spread {spread:.3} s");
+    let _ = Duration::ZERO;
+}
