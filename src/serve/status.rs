@@ -141,9 +141,11 @@ impl Status {
         for dir in &dirs {
             // Present from the first scrape, at 0, so that an alert on
             // them has a series to look at before anything happens.
-            m.config_valid.with_label_values(&[&dir.path]).set(0);
-            m.checks.with_label_values(&[&dir.path]);
-            m.retries.with_label_values(&[&dir.path]);
+            m.config_valid
+                .with_label_values(&[dir.path.as_str()])
+                .set(0);
+            m.checks.with_label_values(&[dir.path.as_str()]);
+            m.retries.with_label_values(&[dir.path.as_str()]);
         }
         Status {
             dirs,
@@ -167,13 +169,15 @@ impl Status {
         };
         let m = &self.m;
         m.events
-            .with_label_values(&[&dir.path, event.kind.as_str()])
+            .with_label_values(&[dir.path.as_str(), event.kind.as_str()])
             .inc();
         m.watch_events.inc();
         match event.kind {
             EventKind::Initial | EventKind::Change => {
                 dir.has_config.store(true, Ordering::Relaxed);
-                m.config_valid.with_label_values(&[&dir.path]).set(1);
+                m.config_valid
+                    .with_label_values(&[dir.path.as_str()])
+                    .set(1);
                 m.applies.inc();
                 if let Some(config) = &event.config {
                     let hash = format!(
@@ -187,7 +191,11 @@ impl Status {
                             .remove_label_values(&[&dir.path, &version, &hash]);
                     }
                     m.config_info
-                        .with_label_values(&[&dir.path, &event.version, &hash])
+                        .with_label_values(&[
+                            dir.path.as_str(),
+                            event.version.as_str(),
+                            hash.as_str(),
+                        ])
                         .set(1);
                     *info = Some((event.version.clone(), hash));
                 }
@@ -203,11 +211,13 @@ impl Status {
                 }
             }
             EventKind::Error => {
-                m.config_valid.with_label_values(&[&dir.path]).set(0);
+                m.config_valid
+                    .with_label_values(&[dir.path.as_str()])
+                    .set(0);
                 m.applies_failed.inc();
                 m.watch_errors.inc();
                 m.errors
-                    .with_label_values(&[&dir.path, event.key.as_deref().unwrap_or("")])
+                    .with_label_values(&[dir.path.as_str(), event.key.as_deref().unwrap_or("")])
                     .inc();
                 // The latest version is not in effect: that is what the
                 // reloader alert is for.
@@ -288,16 +298,16 @@ impl Status {
             let ticks = dir.heartbeat.ticks();
             let before = dir.ticks_seen.swap(ticks, Ordering::Relaxed);
             m.checks
-                .with_label_values(&[&dir.path])
+                .with_label_values(&[dir.path.as_str()])
                 .inc_by(ticks.saturating_sub(before));
             let retries = dir.heartbeat.retries();
             let before = dir.retries_seen.swap(retries, Ordering::Relaxed);
             m.retries
-                .with_label_values(&[&dir.path])
+                .with_label_values(&[dir.path.as_str()])
                 .inc_by(retries.saturating_sub(before));
             if let Some(at) = dir.heartbeat.last_tick() {
                 m.last_check_at
-                    .with_label_values(&[&dir.path])
+                    .with_label_values(&[dir.path.as_str()])
                     .set(unix_seconds(at));
             }
         }
