@@ -6,6 +6,7 @@
 //! trailing round for the latest config, so a burst never becomes a storm
 //! and the final state is never lost. Only good configs trigger actions.
 
+mod confirm;
 mod exec;
 pub mod process;
 mod signal;
@@ -21,6 +22,7 @@ use std::{
 
 use serde_json::{Value, json};
 
+pub use confirm::Confirm;
 pub use exec::Exec;
 pub use signal::{PidSource, SignalAction};
 pub use validate::ValidateExec;
@@ -37,6 +39,9 @@ pub enum Action {
     Webhook(Webhook),
     /// Send a signal to a process (Unix).
     Signal(SignalAction),
+    /// Check that the round took effect (last in the list; skipped when an
+    /// earlier action of the round failed).
+    Confirm(Confirm),
 }
 
 impl Action {
@@ -45,6 +50,7 @@ impl Action {
             Action::Exec(_) => "exec",
             Action::Webhook(_) => "webhook",
             Action::Signal(_) => "signal",
+            Action::Confirm(_) => "confirm",
         }
     }
 
@@ -54,6 +60,7 @@ impl Action {
             Action::Exec(e) => e.program.clone(),
             Action::Webhook(w) => w.display_url().to_owned(),
             Action::Signal(s) => s.describe(),
+            Action::Confirm(c) => c.target(),
         }
     }
 }
@@ -73,6 +80,10 @@ pub struct Actions {
     /// reload at once. A newer version arriving during the delay replaces
     /// the waiting one.
     pub jitter: crate::jitter::Jitter,
+    /// Retry a failed round (an action or the confirmation failed), the
+    /// config unchanged, with backoff up to this, until it succeeds or a
+    /// newer version supersedes it; `None`: wait for the next version.
+    pub retry: Option<Duration>,
 }
 
 impl Actions {
@@ -89,8 +100,9 @@ impl Actions {
 
 /// The result of one action for one version.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ActionReport {
-    /// `exec`, `webhook` or `signal`.
+    /// `exec`, `webhook`, `signal` or `confirm`.
     pub action: &'static str,
     /// What it acted on (redacted).
     pub target: String,
@@ -106,6 +118,17 @@ pub struct ActionReport {
     pub finished_at: SystemTime,
     /// Why it failed.
     pub error: Option<String>,
+    /// Which run of its round this was: 0 the first, then 1, 2, ... for
+    /// the retries of a failed round. A failing retry repeats a failure
+    /// already reported: count it (metrics), do not print it again.
+    pub retry: u32,
+}
+
+impl ActionReport {
+    /// A failure that repeats one already reported for the same round.
+    pub fn is_repeat(&self) -> bool {
+        self.retry > 0 && !self.ok
+    }
 }
 
 impl ActionReport {
@@ -123,6 +146,9 @@ impl ActionReport {
         });
         if let Some(error) = &self.error {
             v["error"] = json!(error);
+        }
+        if self.retry > 0 {
+            v["round_retry"] = json!(self.retry);
         }
         v
     }
@@ -179,6 +205,9 @@ impl Shared {
 pub(crate) struct Round<'a> {
     shared: &'a Shared,
     dir: &'a std::path::Path,
+    /// When this attempt of the round began: a confirmation wants a
+    /// reload no older than this.
+    began: SystemTime,
 }
 
 impl Round<'_> {
@@ -232,36 +261,7 @@ impl ActionRunner {
                 let Some(event) = delay(&worker, &actions.jitter, event) else {
                     break;
                 };
-                let round = Round {
-                    shared: &worker,
-                    dir: &actions.dir,
-                };
-                for action in &actions.list {
-                    // A panicking action is reported as failed; the worker
-                    // and the next rounds go on.
-                    let started = Instant::now();
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_action(action, &event, &round)
-                    }));
-                    report(result.unwrap_or_else(|panic| {
-                        let why = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "unknown cause".into());
-                        log::error!("{} {}: panicked: {why}", action.kind(), action.target());
-                        ActionReport {
-                            action: action.kind(),
-                            target: action.target(),
-                            ok: false,
-                            attempts: 1,
-                            duration: started.elapsed(),
-                            version: event.version.clone(),
-                            finished_at: SystemTime::now(),
-                            error: Some(format!("panicked: {why}")),
-                        }
-                    }));
-                }
+                run_round(&worker, &actions, &event, &mut report);
             }
         });
         ActionRunner {
@@ -374,12 +374,103 @@ fn next_round(shared: &Shared) -> Option<Event> {
     }
 }
 
+/// Runs the round for `event` until it holds: a failed round (an action
+/// or the confirmation) is retried with backoff, the config unchanged,
+/// until it succeeds or a newer version (or shutdown) supersedes it. A
+/// failure is reported once, when it first happens; then the success.
+fn run_round(
+    shared: &Shared,
+    actions: &Actions,
+    event: &Event,
+    report: &mut impl FnMut(ActionReport),
+) {
+    let mut failures = 0u32;
+    loop {
+        let round = Round {
+            shared,
+            dir: &actions.dir,
+            began: SystemTime::now(),
+        };
+        let mut ok = true;
+        let mut reports = Vec::new();
+        for action in &actions.list {
+            // Confirming a round that already failed would only wait.
+            if matches!(action, Action::Confirm(_)) && !ok {
+                continue;
+            }
+            let result = run_guarded(action, event, &round);
+            ok &= result.ok;
+            reports.push(result);
+        }
+        for mut result in reports {
+            result.retry = failures;
+            report(result);
+        }
+        let Some(cap) = actions.retry.filter(|_| !ok) else {
+            if ok && failures > 0 {
+                log::info!(
+                    "the round for {} succeeded after {failures} retries",
+                    event.version
+                );
+            }
+            return;
+        };
+        failures += 1;
+        let wait = ROUND_RETRY_BASE
+            .saturating_mul(1 << (failures - 1).min(16))
+            .min(cap);
+        if failures == 1 {
+            log::warn!(
+                "the round for {} failed; retrying it (backoff up to {}) until it succeeds or a newer version arrives",
+                event.version,
+                humantime::format_duration(cap)
+            );
+        }
+        if !round.pause(wait) {
+            return;
+        }
+    }
+}
+
+/// The first retry of a failed round; doubled each time, up to
+/// [`Actions::retry`].
+const ROUND_RETRY_BASE: Duration = Duration::from_millis(500);
+
+/// Runs one action; a panicking action is reported as failed, and the
+/// worker and the next rounds go on.
+fn run_guarded(action: &Action, event: &Event, round: &Round<'_>) -> ActionReport {
+    let started = Instant::now();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_action(action, event, round)
+    }));
+    result.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        log::error!("{} {}: panicked: {why}", action.kind(), action.target());
+        ActionReport {
+            action: action.kind(),
+            target: action.target(),
+            ok: false,
+            attempts: 1,
+            duration: started.elapsed(),
+            version: event.version.clone(),
+            finished_at: SystemTime::now(),
+            error: Some(format!("panicked: {why}")),
+            retry: 0,
+        }
+    })
+}
+
 fn run_action(action: &Action, event: &Event, round: &Round<'_>) -> ActionReport {
     let started = Instant::now();
     let (attempts, result) = match action {
         Action::Exec(exec) => (1, exec.run(event, round.dir, &round.shared.child)),
         Action::Webhook(hook) => hook.run(event, round),
         Action::Signal(signal) => (1, signal.send()),
+        Action::Confirm(confirm) => confirm.run(event, round.began, round),
     };
     let report = ActionReport {
         action: action.kind(),
@@ -390,6 +481,7 @@ fn run_action(action: &Action, event: &Event, round: &Round<'_>) -> ActionReport
         version: event.version.clone(),
         finished_at: SystemTime::now(),
         error: result.err(),
+        retry: 0,
     };
     match &report.error {
         None => log::info!(

@@ -184,6 +184,31 @@ impl Webhook {
         }
     }
 
+    /// One GET of the URL, its body parsed as JSON (at most 1 MiB): a
+    /// confirmation's look at the target.
+    pub(crate) fn get_json(&self) -> Result<serde_json::Value, String> {
+        let mut request = ureq::http::Request::builder().method("GET").uri(&self.url);
+        for (name, value) in &self.options.headers {
+            request = request.header(name, value);
+        }
+        let request = request.body(()).map_err(|_| "invalid request".to_owned())?;
+        let response = self
+            .agent
+            .run(request)
+            .map_err(|e| describe(e).replace(&self.url, &self.display))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(format!("status {status}"));
+        }
+        let text = response
+            .into_body()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_string()
+            .map_err(|e| format!("cannot read the answer: {}", describe(e)))?;
+        serde_json::from_str(&text).map_err(|e| format!("the answer is not JSON: {e}"))
+    }
+
     fn attempt(&self, body: &str) -> Result<(), String> {
         let mut request = ureq::http::Request::builder()
             .method(self.options.method.as_str())

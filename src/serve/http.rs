@@ -268,14 +268,23 @@ fn route(status: &Status, method: &str, path: &str) -> (u16, bool, &'static str,
                 ),
             ),
         },
-        "/readyz" => match status.not_ready().as_slice() {
-            [] => (
+        "/readyz" => match (
+            status.not_ready().as_slice(),
+            status.unconfirmed().as_slice(),
+        ) {
+            ([], []) => (
                 200,
                 head,
                 TEXT,
                 "ready: every directory has a valid config\n".to_owned(),
             ),
-            missing => (
+            ([], failing) => (
+                503,
+                head,
+                TEXT,
+                format!("reload not confirmed (retrying): {}\n", failing.join("; ")),
+            ),
+            (missing, _) => (
                 503,
                 head,
                 TEXT,

@@ -89,6 +89,9 @@ pub struct Status {
     m: Metrics,
     /// Serializes scrapes, so that two cannot add the same ticks twice.
     scrape: Mutex<()>,
+    /// Actions whose last run failed (target -> version): the config in
+    /// the volume is not the one in effect until they succeed.
+    failing: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug)]
@@ -155,6 +158,7 @@ impl Status {
             registry,
             m,
             scrape: Mutex::new(()),
+            failing: Mutex::default(),
         }
     }
 
@@ -244,6 +248,13 @@ impl Status {
         if !report.ok {
             m.reloads_failed.inc();
         }
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        let key = format!("{} {}", report.action, report.target);
+        match report.ok {
+            true => failing.remove(&key),
+            false => failing.insert(key, report.version.clone()),
+        };
+        drop(failing);
         self.reloaded(report.ok, report.finished_at);
     }
 
@@ -287,6 +298,17 @@ impl Status {
             .iter()
             .filter(|d| !d.has_config.load(Ordering::Relaxed))
             .map(|d| d.path.as_str())
+            .collect()
+    }
+
+    /// `/readyz` too: the actions whose last run failed, each with the
+    /// version it failed for (the round is being retried).
+    pub fn unconfirmed(&self) -> Vec<String> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(action, version)| format!("{action} failed for {version}"))
             .collect()
     }
 

@@ -5,7 +5,8 @@
 #![allow(dead_code)]
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
     ops::ControlFlow,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -413,4 +414,69 @@ pub fn mkfifo(path: &Path) {
     rustix::fs::mkfifoat(rustix::fs::CWD, path, 0o644.into()).unwrap();
     #[cfg(not(target_os = "linux"))]
     assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
+// The sidecar's HTTP endpoints, seen from a client.
+
+/// The address the binary says it serves on (it was given port 0).
+pub fn served_at(stderr: &std::sync::mpsc::Receiver<String>) -> SocketAddr {
+    loop {
+        let line = stderr
+            .recv_timeout(DEADLINE)
+            .expect("no 'serving' line on stderr");
+        if let Some(addr) = line.split("on http://").nth(1) {
+            return addr.trim().parse().unwrap();
+        }
+    }
+}
+
+/// One raw HTTP/1.1 exchange: the status code, the head and the body.
+pub fn request(addr: SocketAddr, raw: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(raw.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    (code, head.to_owned(), body.to_owned())
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (code, _, body) = request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    );
+    (code, body)
+}
+
+/// The value of the series `name` (with its labels, exactly as printed).
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A tool CI installs: its absence fails the test, it never skips it.
+pub fn tool(name: &str) -> Command {
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|d| d.join(name).is_file())
+            || ["/usr/sbin", "/sbin"]
+                .iter()
+                .any(|d| std::path::Path::new(d).join(name).is_file())
+    });
+    assert!(
+        found,
+        "{name} is not installed (CI installs it; apt-get install it here)"
+    );
+    let path = ["/usr/sbin", "/sbin"]
+        .iter()
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| name.into());
+    Command::new(path)
 }

@@ -10,6 +10,7 @@ mod action_faults;
 mod actions;
 mod checks;
 mod cli;
+mod confirm;
 mod dirs;
 mod faults;
 mod fuzz_replay;

@@ -8,7 +8,7 @@ use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum, builder::Bo
 use configmapwatch::{
     Format, OutputFormat, Selector, WatchOptions,
     actions::{
-        Action, Actions, Exec, PidSource, SignalAction, TlsVerify, ValidateExec, Webhook,
+        Action, Actions, Confirm, Exec, PidSource, SignalAction, TlsVerify, ValidateExec, Webhook,
         WebhookOptions, parse_header,
     },
     jitter::Jitter,
@@ -331,6 +331,59 @@ pub struct ActionArgs {
           value_parser = boolish(), action = ArgAction::SetTrue)]
     pub jitter_from_ordinal: bool,
 
+    /// After the actions, poll this URL (GET, JSON) until it shows the new
+    /// config took: the success flag true and the reload time not older
+    /// than the round (Prometheus: /api/v1/status/runtimeinfo). A round
+    /// not confirmed within --confirm-timeout failed.
+    #[arg(long, value_name = "URL", env = "CONFIGMAPWATCH_CONFIRM_URL")]
+    pub confirm_url: Option<String>,
+
+    /// JSON pointer to the success flag in the --confirm-url answer
+    /// (checked when present).
+    #[arg(
+        long,
+        value_name = "POINTER",
+        env = "CONFIGMAPWATCH_CONFIRM_SUCCESS_POINTER",
+        default_value = "/data/reloadConfigSuccess"
+    )]
+    pub confirm_success_pointer: String,
+
+    /// JSON pointer to the last reload time (RFC 3339, UTC) in the
+    /// --confirm-url answer (checked when present).
+    #[arg(
+        long,
+        value_name = "POINTER",
+        env = "CONFIGMAPWATCH_CONFIRM_TIME_POINTER",
+        default_value = "/data/lastConfigTime"
+    )]
+    pub confirm_time_pointer: String,
+
+    /// After the actions, run this command (one quoted string, split as a
+    /// shell would; the config on its stdin): exit 0 confirms the round.
+    #[arg(
+        long,
+        value_name = "COMMAND",
+        env = "CONFIGMAPWATCH_CONFIRM_EXEC",
+        conflicts_with = "confirm_url"
+    )]
+    pub confirm_exec: Option<String>,
+
+    /// How long a confirmation may take.
+    #[arg(long, value_name = "DURATION", env = "CONFIGMAPWATCH_CONFIRM_TIMEOUT", default_value = "30s",
+          value_parser = parse_interval)]
+    pub confirm_timeout: Duration,
+
+    /// A failed round (an action or the confirmation) is retried, the
+    /// config unchanged, with backoff from 500ms up to this, until it
+    /// succeeds or a newer version arrives.
+    #[arg(long, value_name = "DURATION", env = "CONFIGMAPWATCH_ROUND_RETRY_MAX", default_value = "1m",
+          value_parser = parse_interval)]
+    pub round_retry_max: Duration,
+
+    /// Do not retry a failed round: wait for the next version.
+    #[arg(long, env = "CONFIGMAPWATCH_NO_ROUND_RETRY", value_parser = boolish(), action = ArgAction::SetTrue)]
+    pub no_round_retry: bool,
+
     /// Also run the actions for the initial config.
     #[arg(long, env = "CONFIGMAPWATCH_ON_START", value_parser = boolish(), action = ArgAction::SetTrue)]
     pub on_start: bool,
@@ -530,6 +583,35 @@ impl ActionArgs {
             };
             list.push(Action::Signal(SignalAction::new(signal, target)?));
         }
+        let confirm = match (&self.confirm_url, &self.confirm_exec) {
+            (Some(url), _) => Some(Confirm::url(
+                url,
+                &self.confirm_success_pointer,
+                &self.confirm_time_pointer,
+                self.confirm_timeout,
+                WebhookOptions {
+                    // Webhook headers may carry credentials for another host.
+                    headers: Vec::new(),
+                    ..options.clone()
+                },
+            )?),
+            (None, Some(line)) => {
+                let words = shell_words::split(line).map_err(|e| format!("--confirm-exec: {e}"))?;
+                let Some((program, args)) = words.split_first() else {
+                    return Err("--confirm-exec needs a command".into());
+                };
+                let mut exec = Exec::new(program.clone(), args.to_vec());
+                exec.timeout = self.confirm_timeout;
+                Some(Confirm::Exec(exec))
+            }
+            (None, None) => None,
+        };
+        if let Some(confirm) = confirm {
+            if list.is_empty() {
+                return Err("--confirm-url and --confirm-exec confirm actions: give one".into());
+            }
+            list.push(Action::Confirm(confirm));
+        }
         let jitter = match (self.jitter, self.jitter_from_ordinal) {
             (None, _) => Jitter::None,
             (Some(max), false) => Jitter::random(max),
@@ -542,6 +624,7 @@ impl ActionArgs {
             shutdown_timeout: self.shutdown_timeout,
             dir: dir.to_owned(),
             jitter,
+            retry: (!self.no_round_retry).then_some(self.round_retry_max),
         })
     }
 }

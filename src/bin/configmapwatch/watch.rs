@@ -233,6 +233,11 @@ pub fn watch(
             if let Some(status) = &status {
                 status.observe_action(&report);
             }
+            // A failed round's retries are counted, and only their success
+            // is printed: one failure, one event.
+            if report.is_repeat() {
+                return;
+            }
             if let Some(text) = print.report(&report) {
                 // A closed stdout is handled by the watch loop.
                 let _ = line(&out, &text);
