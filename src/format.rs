@@ -129,8 +129,10 @@ impl FromStr for Format {
     }
 }
 
-/// A line and column (both 1-based) in a key's content.
+/// A line and column (both 1-based) in a key's content. Made by the
+/// parsers; it may carry more (a byte offset) in later releases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Position {
     /// 1-based line.
     pub line: usize,
