@@ -17,8 +17,10 @@ FROM rust:1.89-alpine AS build
 WORKDIR /src
 COPY . .
 # Alpine's Rust targets musl and links statically by default.
-RUN cargo build --release --locked --bin configmapwatch \
-    && cp target/release/configmapwatch /configmapwatch
+# --target: .cargo/config.toml's non-PIE flags must reach the binary only,
+# not the proc macros built for the host.
+RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin configmapwatch \
+    && cp target/x86_64-unknown-linux-musl/release/configmapwatch /configmapwatch
 
 FROM ${BUILD_STAGE} AS binary
 

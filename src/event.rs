@@ -122,6 +122,29 @@ pub enum OutputFormat {
 }
 
 impl Event {
+    /// An event of `kind` in `dir` for `version`, noticed at `detected_at`,
+    /// with nothing else set: for custom loops and tests, which set the
+    /// other (public) fields after. Fields may be added to `Event`, so this
+    /// is how code outside the crate makes one.
+    pub fn new(
+        kind: EventKind,
+        dir: impl Into<Arc<Path>>,
+        version: impl Into<String>,
+        detected_at: SystemTime,
+    ) -> Self {
+        Event {
+            kind,
+            dir: dir.into(),
+            version: version.into(),
+            previous_version: None,
+            detected_at,
+            lag: None,
+            config: None,
+            key: None,
+            error: None,
+        }
+    }
+
     /// The event as the JSON object of `--output json`.
     ///
     /// The time since the swap is `age_ms` on the initial event (the

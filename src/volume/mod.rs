@@ -73,8 +73,10 @@ pub enum ReadStep {
     Verifying,
 }
 
-/// One consistent version of a volume.
+/// One consistent version of a volume. Read by [`Volume`]; it may carry
+/// more about the version in later releases.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Snapshot {
     /// The `..data` target in ConfigMap mode; a content hash
     /// (`plain-<16 hex digits>`) in plain mode.

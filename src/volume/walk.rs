@@ -27,8 +27,10 @@ pub type Entries = BTreeMap<String, Result<Vec<u8>, Error>>;
 /// 4096 characters, and nothing real nests this deep.
 pub const MAX_DEPTH: usize = 64;
 
-/// Bounds on one read of a volume.
+/// Bounds on one read of a volume. More bounds may come: start from
+/// [`Limits::default`] and set the fields you need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// A larger file is refused (a content error naming it).
     pub max_file_size: u64,

@@ -289,14 +289,12 @@ fn the_total_size_is_capped() {
     for i in 0..5 {
         fs::write(tmp.path().join(format!("k{i}")), vec![b'x'; 1000]).unwrap();
     }
-    let mut volume = Volume::with_limits(
-        tmp.path(),
-        configmapwatch::volume::Limits {
-            max_file_size: 2000,
-            max_total_size: 4500,
-            max_entries: 100,
-        },
-    );
+    // Limits is non-exhaustive: from the defaults, as a user would.
+    let mut limits = configmapwatch::volume::Limits::default();
+    limits.max_file_size = 2000;
+    limits.max_total_size = 4500;
+    limits.max_entries = 100;
+    let mut volume = Volume::with_limits(tmp.path(), limits);
     let err = volume.read_plain().unwrap_err();
     assert!(err.to_string().contains("--max-total-size"), "{err}");
     assert!(!err.is_transient());

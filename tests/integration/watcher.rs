@@ -15,10 +15,7 @@ fn watcher(vol: &Vol) -> Watcher {
 }
 
 fn all_keys(vol: &Vol) -> Watcher {
-    Watcher::new(WatchOptions {
-        selector: Selector::all_keys(),
-        ..WatchOptions::new(vol.path())
-    })
+    Watcher::new(WatchOptions::new(vol.path()).with_selector(Selector::all_keys()))
 }
 
 fn kind(e: Option<Event>) -> Option<EventKind> {
@@ -71,10 +68,9 @@ fn an_idle_tick_allocates_nothing() {
 fn nested_keys_removed_keys_and_an_empty_volume() {
     let vol = vol!();
     vol.publish(&[("app/settings.json", r#"{"n":1}"#), ("motd", "hi")]);
-    let mut nested = Watcher::new(WatchOptions {
-        selector: Selector::key("app/settings.json"),
-        ..WatchOptions::new(vol.path())
-    });
+    let mut nested = Watcher::new(
+        WatchOptions::new(vol.path()).with_selector(Selector::key("app/settings.json")),
+    );
     let mut all = all_keys(&vol);
     assert_eq!(*nested.check().unwrap().config.unwrap(), json!({"n": 1}));
     assert_eq!(
@@ -160,10 +156,7 @@ fn an_oversized_file_is_refused() {
         "config.json",
         &format!("{{\"pad\":\"{}\"}}", "x".repeat(2000)),
     )]);
-    let mut w = Watcher::new(WatchOptions {
-        max_file_size: 1000,
-        ..WatchOptions::new(vol.path())
-    });
+    let mut w = Watcher::new(WatchOptions::new(vol.path()).with_max_file_size(1000));
     let e = w.check().unwrap();
     assert_eq!(e.kind, EventKind::Error);
     assert!(e.error.unwrap().contains("over the 1000-byte limit"));
@@ -357,10 +350,7 @@ fn run_stops_on_shutdown_and_delivers_events_to_a_channel() {
     vol.publish(&[("config.json", r#"{"v":1}"#)]);
     let (events_tx, events) = mpsc::channel();
     let (shutdown, listener) = shutdown_channel();
-    let mut w = Watcher::new(WatchOptions {
-        interval: Duration::from_millis(5),
-        ..WatchOptions::new(vol.path())
-    });
+    let mut w = Watcher::new(WatchOptions::new(vol.path()).with_interval(Duration::from_millis(5)));
     let handle = thread::spawn(move || {
         let mut tx = events_tx;
         w.run(&listener, &mut tx);
