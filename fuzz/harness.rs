@@ -190,11 +190,11 @@ pub fn run(data: &[u8]) {
         let _ = Selector::default().extract(&snapshot);
     }
     for selector in [Selector::all_keys(), Selector::default()] {
-        let mut watcher = Watcher::new(WatchOptions {
-            selector,
-            max_file_size: CAP,
-            ..WatchOptions::new(&vol)
-        });
+        let mut watcher = Watcher::new(
+            WatchOptions::new(&vol)
+                .with_selector(selector)
+                .with_max_file_size(CAP),
+        );
         for _ in 0..2 {
             if let Some(event) = watcher.check()
                 && let Some(config) = event.config

@@ -86,8 +86,10 @@ impl Lag {
     }
 }
 
-/// One report from the watcher.
+/// One report from the watcher. Fields may be added: code outside the
+/// crate makes one with [`Event::new`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Event {
     /// What happened.
     pub kind: EventKind,

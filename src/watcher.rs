@@ -29,8 +29,11 @@ use crate::{
 /// How often "still waiting for the directory" is repeated.
 const WAITING_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// What to watch and how; the validated form of the command line.
+/// What to watch and how; the validated form of the command line. Built
+/// with [`WatchOptions::new`] and the `with_*` methods (fields may be
+/// added).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct WatchOptions {
     /// The volume directory.
     pub dir: PathBuf,
@@ -71,6 +74,18 @@ impl WatchOptions {
     /// Files larger than this are refused.
     pub fn with_max_file_size(mut self, bytes: u64) -> Self {
         self.max_file_size = bytes;
+        self
+    }
+
+    /// The keys read in one version add up to at most this.
+    pub fn with_max_total_size(mut self, bytes: u64) -> Self {
+        self.max_total_size = bytes;
+        self
+    }
+
+    /// The same options for another directory.
+    pub fn with_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = dir.into();
         self
     }
 }

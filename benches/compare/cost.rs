@@ -188,11 +188,11 @@ fn reload(dir: &Path, selector: Selector, repeats: usize, make: fn(usize) -> Pay
     std::fs::create_dir_all(dir).unwrap();
     let writer = AtomicWriter::new(dir);
     writer.write(&make(0)).unwrap();
-    let mut watcher = Watcher::new(WatchOptions {
-        selector,
-        max_file_size: 2 << 20,
-        ..WatchOptions::new(dir)
-    });
+    let mut watcher = Watcher::new(
+        WatchOptions::new(dir)
+            .with_selector(selector)
+            .with_max_file_size(2 << 20),
+    );
     assert_eq!(watcher.check().unwrap().kind, EventKind::Initial);
     (1..=repeats)
         .map(|n| {
@@ -244,10 +244,8 @@ pub fn measure(plan: &Plan, tmp: &Path) -> Costs {
     let (shutdown, listener) = shutdown_channel();
     let run_dir = dir.clone();
     let counter = thread::spawn(move || {
-        let mut watcher = Watcher::new(WatchOptions {
-            interval: Duration::from_millis(1),
-            ..WatchOptions::new(&run_dir)
-        });
+        let mut watcher =
+            Watcher::new(WatchOptions::new(&run_dir).with_interval(Duration::from_millis(1)));
         watcher.check().unwrap();
         // std's channel registers a thread on its first timed wait (two
         // allocations, once); count that apart from the ticks.

@@ -89,10 +89,7 @@ mod linux {
         match kind {
             Kind::Poll(interval) => {
                 let (shutdown, listener) = shutdown_channel();
-                let mut watcher = Watcher::new(WatchOptions {
-                    interval,
-                    ..WatchOptions::new(dir)
-                });
+                let mut watcher = Watcher::new(WatchOptions::new(dir).with_interval(interval));
                 let d = detections.clone();
                 thread::spawn(move || {
                     watcher.run(&listener, &mut |e: Event| {

@@ -92,10 +92,7 @@ fn dropping_every_shutdown_handle_does_not_end_the_loop() {
     vol.publish(&[("config.json", r#"{"v":1}"#)]);
     let (events_tx, events) = mpsc::channel();
     let (_, listener) = shutdown_channel();
-    let mut w = Watcher::new(WatchOptions {
-        interval: Duration::from_millis(5),
-        ..WatchOptions::new(vol.path())
-    });
+    let mut w = Watcher::new(WatchOptions::new(vol.path()).with_interval(Duration::from_millis(5)));
     thread::spawn(move || {
         let mut tx = events_tx;
         w.run(&listener, &mut tx);
@@ -115,10 +112,7 @@ fn dropping_every_shutdown_handle_does_not_end_the_loop() {
 fn an_empty_plain_directory_is_a_version() {
     let vol = Vol::new();
     std::fs::create_dir_all(vol.path()).unwrap();
-    let mut w = Watcher::new(WatchOptions {
-        selector: Selector::all_keys(),
-        ..WatchOptions::new(vol.path())
-    });
+    let mut w = Watcher::new(WatchOptions::new(vol.path()).with_selector(Selector::all_keys()));
     let e = w.check().expect("an empty directory gave no event");
     assert_eq!(
         (e.kind, e.config.as_deref().cloned()),

@@ -175,10 +175,8 @@ fn torture(writer: Writer) {
         thread::spawn(move || write_until(writer, &dir, &stop, max_swaps))
     };
 
-    let mut watcher = Watcher::new(WatchOptions {
-        selector: Selector::all_keys(),
-        ..WatchOptions::new(vol.path())
-    });
+    let mut watcher =
+        Watcher::new(WatchOptions::new(vol.path()).with_selector(Selector::all_keys()));
     let mut volume = Volume::new(vol.path(), 1 << 20);
     let (mut snapshots, mut events, mut retries) = (0u64, 0u64, 0u64);
     let mut last_stamp = 0;

@@ -239,10 +239,7 @@ fn more_entries_than_the_cap_is_a_clear_error() {
     for i in 0..=configmapwatch::volume::DEFAULT_MAX_ENTRIES {
         fs::write(tmp.path().join(format!("k{i}")), "").unwrap();
     }
-    let mut w = Watcher::new(WatchOptions {
-        selector: Selector::all_keys(),
-        ..WatchOptions::new(tmp.path())
-    });
+    let mut w = Watcher::new(WatchOptions::new(tmp.path()).with_selector(Selector::all_keys()));
     let e = w.check().unwrap();
     assert_eq!(e.kind, EventKind::Error);
     assert!(

@@ -418,31 +418,24 @@ impl WatchArgs {
                 return Err(format!("--dir {} is given twice", dir.display()));
             }
         }
-        let template = WatchOptions {
-            dir: PathBuf::new(),
-            selector: {
-                let selector = if self.all_keys {
-                    Selector::all_keys()
-                } else {
-                    Selector::keys(self.file.iter().cloned())
-                };
-                match self.format {
-                    Some(format) => selector.with_format(format),
-                    None => selector,
-                }
-            },
-            interval: self.interval,
-            max_file_size: self.max_file_size,
-            max_total_size: self.max_total_size,
+        let selector = if self.all_keys {
+            Selector::all_keys()
+        } else {
+            Selector::keys(self.file.iter().cloned())
         };
+        let template = WatchOptions::new(PathBuf::new())
+            .with_selector(match self.format {
+                Some(format) => selector.with_format(format),
+                None => selector,
+            })
+            .with_interval(self.interval)
+            .with_max_file_size(self.max_file_size)
+            .with_max_total_size(self.max_total_size);
         Ok(Settings {
             watches: self
                 .dir
                 .iter()
-                .map(|dir| WatchOptions {
-                    dir: dir.clone(),
-                    ..template.clone()
-                })
+                .map(|dir| template.clone().with_dir(dir.clone()))
                 .collect(),
             output: match self.output {
                 Output::Text => Print::Events(OutputFormat::Text),

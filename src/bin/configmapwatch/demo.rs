@@ -53,10 +53,7 @@ pub fn run(out: &mut impl Write) -> DemoResult {
     )?;
     let first = publish(&serde_json::to_string_pretty(&config)?)?;
 
-    let options = WatchOptions {
-        interval: INTERVAL,
-        ..WatchOptions::new(volume.path())
-    };
+    let options = WatchOptions::new(volume.path()).with_interval(INTERVAL);
     writeln!(
         out,
         "demo: watching config.json, polling ..data every {}",

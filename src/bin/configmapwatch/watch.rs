@@ -400,16 +400,14 @@ fn once_for(watcher: &mut Watcher, options: &WatchOptions) -> Event {
             thread::sleep(Duration::from_millis(10));
             continue;
         };
-        return Event {
-            kind: EventKind::Error,
-            dir: options.dir.as_path().into(),
-            version: "-".into(),
-            previous_version: None,
-            detected_at: SystemTime::now(),
-            lag: None,
-            config: None,
-            key,
-            error: Some(reason),
-        };
+        let mut event = Event::new(
+            EventKind::Error,
+            options.dir.as_path(),
+            "-",
+            SystemTime::now(),
+        );
+        event.key = key;
+        event.error = Some(reason);
+        return event;
     }
 }
