@@ -88,10 +88,19 @@ pub fn measure(
 ) -> IdleRun {
     let dir = tmp.join(format!("idle-{}", interval.as_millis()));
     volume(&dir, 0);
+    // The inotify peers idle on a volume of their own: the pollers' reads
+    // of the shared one (directory opens, stats) would wake them.
+    let quiet = tmp.join(format!("idle-{}-inotify", interval.as_millis()));
+    volume(&quiet, 0);
     let mut running: Vec<Running> = Peer::POLLERS
         .iter()
-        .chain(&Peer::NOTIFIERS)
+        .filter(|p| p.polls_at(interval))
         .map(|&p| peers::spawn(p, &dir, interval, false))
+        .chain(
+            Peer::NOTIFIERS
+                .iter()
+                .map(|&p| peers::spawn(p, &quiet, interval, false)),
+        )
         .collect();
     settle(&mut running, interval);
     let cpu = cpu_windows(&running, interval, window, repeats);
@@ -148,6 +157,7 @@ pub fn by_keys(
         volume(&dir, keys - 1);
         let mut running: Vec<Running> = Peer::POLLERS
             .iter()
+            .filter(|p| p.polls_at(interval))
             .map(|&p| peers::spawn(p, &dir, interval, false))
             .collect();
         settle(&mut running, interval);

@@ -115,10 +115,11 @@ impl PeerResults {
                 "a plain inotify sidecar (configmap-reload's mechanism)",
             ),
             (
-                "`fswatch -m poll_monitor -r`",
+                "`fswatch -m poll_monitor -r -l 1`",
                 version("fswatch"),
                 "Debian `fswatch` (has the poll monitor)",
-                "a portable poller",
+                "a portable poller; run at 1 s only: its poll monitor sleeps whole seconds, at least 1 \
+                 (libfswatch `MIN_POLL_LATENCY = 1`), and compares whole-second mtimes",
             ),
             (
                 "inotify on config.json (naive)",
@@ -212,6 +213,7 @@ impl PeerResults {
              | watcher | every 10ms | every 1s |\n| --- | --- | --- |\n",
         );
         let cell = |f: Option<&IdleFigures>| match f.map(|f| &f.syscalls) {
+            Some(Ok(calls)) if calls.is_empty() => "**0**: none".to_owned(),
             Some(Ok(calls)) => {
                 let total: f64 = calls.iter().map(|c| c.1).sum();
                 let top: Vec<String> = calls
@@ -519,21 +521,17 @@ impl PeerResults {
             s.dedup();
             s
         };
-        let panels: [(
-            &DrawingArea<SVGBackend, _>,
-            &str,
-            &str,
-            fn(&NodeFigures) -> f64,
-        ); 2] = [
+        type Value = fn(&NodeFigures) -> f64;
+        let cpu: Value = |f| f.cpu_percent;
+        let pss: Value = |f| f.pss_kib as f64 / 1024.0;
+        let panels = [
             (
                 &left,
                 "Total idle CPU vs N (every 1 s)",
                 "% of one core",
-                |f| f.cpu_percent,
+                cpu,
             ),
-            (&right, "Total PSS vs N", "MiB", |f| {
-                f.pss_kib as f64 / 1024.0
-            }),
+            (&right, "Total PSS vs N", "MiB", pss),
         ];
         for (area, caption, unit, value) in panels {
             let top = self.node.iter().map(value).fold(0.0f64, f64::max) * 1.15 + 1e-3;

@@ -78,6 +78,15 @@ impl Peer {
     /// The inotify peers (no interval).
     pub const NOTIFIERS: [Peer; 2] = [Peer::WatchdogInotify, Peer::Inotifywait];
 
+    /// Whether the peer can poll every `interval`. fswatch's poll monitor
+    /// sleeps whole seconds, at least one, whatever `-l` asks (libfswatch's
+    /// poll_monitor: `sleep(latency < MIN_POLL_LATENCY ? MIN_POLL_LATENCY :
+    /// latency)` with MIN_POLL_LATENCY = 1), and compares whole-second
+    /// mtimes: it is run at 1 s only.
+    pub fn polls_at(self, interval: Duration) -> bool {
+        self != Peer::Fswatch || interval >= Duration::from_secs(1)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Peer::Ours => "configmapwatch",
@@ -86,7 +95,7 @@ impl Peer {
             Peer::Watchexec => "watchexec --poll",
             Peer::Fswatch => "fswatch -m poll_monitor",
             Peer::WatchdogInotify => "watchdog Observer (inotify)",
-            Peer::Inotifywait => "inotifywait -m -r",
+            Peer::Inotifywait => "inotifywait -m -r (change events)",
         }
     }
 
@@ -148,8 +157,17 @@ impl Peer {
                 c
             }
             Peer::Inotifywait => {
+                // The change events only, as a reload sidecar asks for:
+                // with every event, each read of the volume (a directory
+                // listing, a poller's walk) would be reported too.
                 let mut c = Command::new("inotifywait");
-                c.args(["-m", "-r"]).arg(dir);
+                c.args([
+                    "-m",
+                    "-r",
+                    "-e",
+                    "modify,attrib,close_write,move,create,delete",
+                ])
+                .arg(dir);
                 c
             }
         }
@@ -329,7 +347,7 @@ pub fn memory_kib(pid: u32) -> (u64, u64) {
 /// frequent first.
 pub fn strace_counts(pid: u32, window: Duration) -> Result<Vec<(String, u64)>, String> {
     let out_file = tempfile::NamedTempFile::new().unwrap();
-    Command::new("timeout")
+    let status = Command::new("timeout")
         .args(["-s", "INT", &format!("{}", window.as_secs_f64())])
         .args(["strace", "-c", "-f", "-p", &pid.to_string(), "-o"])
         .arg(out_file.path())
@@ -337,6 +355,11 @@ pub fn strace_counts(pid: u32, window: Duration) -> Result<Vec<(String, u64)>, S
         .status()
         .map_err(|e| format!("strace not available: {e}"))?;
     let text = std::fs::read_to_string(out_file.path()).unwrap_or_default();
+    // timeout's 124: strace ran the whole window (an idle inotify watcher
+    // makes no call at all, and strace then prints nothing).
+    if text.trim().is_empty() && status.code() == Some(124) {
+        return Ok(Vec::new());
+    }
     let mut counts: Vec<(String, u64)> = text
         .lines()
         .filter_map(|l| {
