@@ -1,26 +1,14 @@
-//! The inotify contenders, here only to be measured against (the product
-//! has no inotify in it):
-//! - `configmap-reload`: watches the directory and reacts when `..data` is
-//!   created or moved in, as configmap-reload does;
-//! - `naive file watch`: watches `config.json` itself, as viper/fsnotify
-//!   users often do; the watch dies with the first swap.
+//! Our one remaining imitation, kept because no peer shows the case: the
+//! naive single-file inotify watch on `config.json` itself, as
+//! viper/fsnotify users often write it; the watch dies with the first swap.
+//! (The directory watch configmap-reload does is measured with the real
+//! `inotifywait -m -r` and watchdog's Observer instead.)
 
 use std::{path::Path, thread, time::SystemTime};
 
 use inotify::{Inotify, WatchMask};
 
 use crate::Detections;
-
-/// configmap-reload's strategy.
-pub fn directory_watch(dir: &Path, detections: Detections) {
-    watch(
-        dir,
-        dir,
-        WatchMask::CREATE | WatchMask::MOVED_TO,
-        detections,
-        |name| name.is_some_and(|n| n == "..data"),
-    );
-}
 
 /// The naive strategy: a watch on the file, reloading on any event.
 pub fn file_watch(dir: &Path, detections: Detections) {

@@ -1,20 +1,35 @@
-//! The comparison benchmark: detection lag of configmapwatch's polling
-//! against inotify watchers (on a local disk and through a FUSE mount), the
-//! cost of idle polling, reload cost and shutdown time, in one run.
+//! The comparison benchmark: configmapwatch against the real peers users
+//! would otherwise run (Python watchdog's Observer and PollingObserver,
+//! `watchexec --poll`, `inotifywait -m -r`, `fswatch`'s poll monitor) and a
+//! C floor program, all installed by `peers/setup-peers.sh` and run as
+//! processes on the same stream of kubelet-style updates: detection lag on a
+//! local disk and through a FUSE mount, idle CPU per tick against the floor,
+//! memory, system calls, cost as the volume grows, and node scale (hundreds
+//! of watchers on one machine); then reload cost, shutdown time and
+//! `Live<T>`, in one run.
 //!
 //! `cargo bench --bench compare` runs it in full and rewrites BENCHMARKS.md
-//! and docs/lag.svg; `cargo bench --bench compare -- --quick` runs a small
-//! version (CI) and writes its report under target/ instead; `-- --live-only`
-//! prints the `Live<T>` section alone.
+//! and the plots in docs/; `cargo bench --bench compare -- --quick` runs
+//! every peer for a shorter time (CI) and writes its report under
+//! target/bench-quick instead; `-- --live-only` prints the `Live<T>` section
+//! alone.
 
 #[cfg(target_os = "linux")]
 mod cost;
+#[cfg(target_os = "linux")]
+mod idle;
 #[cfg(target_os = "linux")]
 mod inotify_watchers;
 #[cfg(target_os = "linux")]
 mod live;
 #[cfg(target_os = "linux")]
+mod peer_report;
+#[cfg(target_os = "linux")]
+mod peers;
+#[cfg(target_os = "linux")]
 mod report;
+#[cfg(target_os = "linux")]
+mod scale;
 
 #[cfg(not(target_os = "linux"))]
 fn main() {
@@ -41,11 +56,12 @@ mod linux {
         time::{Duration, Instant, SystemTime},
     };
 
-    use configmapwatch::{
-        AtomicWriter, Event, EventKind, Payload, WatchOptions, Watcher, shutdown_channel,
-    };
+    use configmapwatch::{AtomicWriter, Payload};
 
-    use crate::{Detections, cost, inotify_watchers, live, report};
+    use crate::{
+        Detections, cost, idle, inotify_watchers, live, peer_report, peers, peers::Peer, report,
+        scale,
+    };
 
     #[global_allocator]
     static ALLOC: cost::CountingAlloc = cost::CountingAlloc;
@@ -55,15 +71,26 @@ mod linux {
         pub quick: bool,
         pub fast_updates: usize,
         pub second_updates: usize,
-        pub five_second_updates: usize,
         pub fuse_updates: usize,
+        pub fuse_second_updates: usize,
         pub idle_window: Duration,
         pub repeats: usize,
+        /// Idle CPU windows (each of >= 120 ticks at 1 s and >= 2,000 at
+        /// 10 ms in the full run), and how many.
+        pub idle_1s_window: Duration,
+        pub idle_10ms_window: Duration,
+        pub idle_repeats: usize,
+        pub strace_1s_window: Duration,
+        pub strace_10ms_window: Duration,
+        pub keys_window: Duration,
+        pub keys_repeats: usize,
+        pub node_window: Duration,
     }
 
     /// One contender's lags, in milliseconds, and what it missed.
     pub struct LagResult {
         pub name: String,
+        pub peer: Option<Peer>,
         pub interval: Option<Duration>,
         pub mount: &'static str,
         pub lags_ms: Vec<f64>,
@@ -71,62 +98,12 @@ mod linux {
         pub published: usize,
     }
 
-    enum Kind {
-        Poll(Duration),
-        DirectoryWatch,
-        FileWatch,
-    }
-
     struct Contender {
         name: String,
+        peer: Option<Peer>,
         interval: Option<Duration>,
         detections: Detections,
-        stop: Option<configmapwatch::Shutdown>,
-    }
-
-    fn start(kind: Kind, dir: &Path) -> Contender {
-        let detections: Detections = Arc::new(Mutex::new(Vec::new()));
-        match kind {
-            Kind::Poll(interval) => {
-                let (shutdown, listener) = shutdown_channel();
-                let mut watcher = Watcher::new(WatchOptions::new(dir).with_interval(interval));
-                let d = detections.clone();
-                thread::spawn(move || {
-                    watcher.run(&listener, &mut |e: Event| {
-                        if e.kind != EventKind::Error {
-                            d.lock().unwrap().push((e.version, e.detected_at));
-                        }
-                    })
-                });
-                Contender {
-                    name: format!(
-                        "configmapwatch, poll {}",
-                        humantime::format_duration(interval)
-                    ),
-                    interval: Some(interval),
-                    detections,
-                    stop: Some(shutdown),
-                }
-            }
-            Kind::DirectoryWatch => {
-                inotify_watchers::directory_watch(dir, detections.clone());
-                Contender {
-                    name: "inotify on the directory (configmap-reload)".into(),
-                    interval: None,
-                    detections,
-                    stop: None,
-                }
-            }
-            Kind::FileWatch => {
-                inotify_watchers::file_watch(dir, detections.clone());
-                Contender {
-                    name: "inotify on config.json (naive)".into(),
-                    interval: None,
-                    detections,
-                    stop: None,
-                }
-            }
-        }
+        running: Option<peers::Running>,
     }
 
     fn payload(n: usize) -> Payload {
@@ -137,22 +114,73 @@ mod linux {
     }
 
     /// Publishes `updates` versions at random moments (gaps drawn from
-    /// `gap`), watched by `kinds` through `watch_dir` (the volume itself, or
-    /// a FUSE mount of it).
+    /// `gap`) with the library's `AtomicWriter`, which takes the steps of
+    /// Kubernetes' pkg/volume/util/atomic_writer.go (new timestamped
+    /// directory, `..data_tmp`, rename over `..data`, old directory
+    /// removed). `pollers` (every peer at each interval), the inotify peers
+    /// and, when `naive`, our single-file inotify imitation watch it
+    /// through `watch_dir` (the volume itself, or a FUSE mount of it).
+    #[allow(clippy::too_many_arguments)]
     fn lag_stream(
         volume: &Path,
         watch_dir: &Path,
         mount: &'static str,
-        kinds: Vec<Kind>,
+        intervals: &[Duration],
+        notifiers: bool,
         updates: usize,
         gap: (Duration, Duration),
     ) -> Vec<LagResult> {
         std::fs::create_dir_all(volume).unwrap();
         let writer = AtomicWriter::new(volume);
         writer.write(&payload(0)).unwrap();
-        let mut contenders: Vec<Contender> =
-            kinds.into_iter().map(|k| start(k, watch_dir)).collect();
-        thread::sleep(Duration::from_millis(200)); // let every contender settle on version 0
+        let mut contenders: Vec<Contender> = Vec::new();
+        for &interval in intervals {
+            for peer in Peer::POLLERS.into_iter().filter(|p| p.polls_at(interval)) {
+                let r = peers::spawn(peer, watch_dir, interval, false);
+                contenders.push(Contender {
+                    name: peer.name(Some(interval)),
+                    peer: Some(peer),
+                    interval: Some(interval),
+                    detections: r.detections.clone(),
+                    running: Some(r),
+                });
+            }
+        }
+        if notifiers {
+            for peer in Peer::NOTIFIERS {
+                let r = peers::spawn(peer, watch_dir, Duration::ZERO, false);
+                contenders.push(Contender {
+                    name: peer.name(None),
+                    peer: Some(peer),
+                    interval: None,
+                    detections: r.detections.clone(),
+                    running: Some(r),
+                });
+            }
+            // The one case no peer shows: a watch on the file itself,
+            // which the first swap ends (viper/fsnotify users' mistake).
+            let detections: Detections = Arc::new(Mutex::new(Vec::new()));
+            inotify_watchers::file_watch(watch_dir, detections.clone());
+            contenders.push(Contender {
+                name: "inotify on config.json (naive, our imitation)".into(),
+                peer: None,
+                interval: None,
+                detections,
+                running: None,
+            });
+        }
+        for c in &mut contenders {
+            if let Some(Err(e)) = c
+                .running
+                .as_mut()
+                .map(|r| r.wait_ready(Duration::from_secs(60)))
+            {
+                panic!("{} did not start: {e}", c.name);
+            }
+        }
+        // Let every contender settle on version 0 (first snapshots taken).
+        let slowest = intervals.iter().max().copied().unwrap_or_default();
+        thread::sleep(slowest * 2 + Duration::from_millis(500));
         let mut swaps: Vec<(String, SystemTime)> = Vec::new();
         for n in 1..=updates {
             let pause = gap.0 + (gap.1 - gap.0).mul_f64(fastrand::f64());
@@ -167,12 +195,13 @@ mod linux {
                 .unwrap();
             swaps.push((version, swapped));
         }
-        thread::sleep(gap.0); // the last update's detection window
+        // The last update's detection window.
+        thread::sleep(slowest * 2 + Duration::from_millis(300));
         contenders
-            .iter_mut()
+            .into_iter()
             .map(|c| {
-                if let Some(stop) = c.stop.take() {
-                    stop.trigger();
+                if let Some(r) = c.running {
+                    r.stop();
                 }
                 let mut first_seen = HashMap::new();
                 for (v, t) in c.detections.lock().unwrap().iter() {
@@ -189,7 +218,8 @@ mod linux {
                     }
                 }
                 LagResult {
-                    name: c.name.clone(),
+                    name: c.name,
+                    peer: c.peer,
                     interval: c.interval,
                     mount,
                     lags_ms,
@@ -226,25 +256,43 @@ mod linux {
 
     pub fn main() {
         let quick = std::env::args().any(|a| a == "--quick");
+        let secs = Duration::from_secs;
         let plan = if quick {
             Plan {
                 quick,
                 fast_updates: 20,
                 second_updates: 4,
-                five_second_updates: 2,
                 fuse_updates: 10,
-                idle_window: Duration::from_secs(2),
+                fuse_second_updates: 3,
+                idle_window: secs(2),
                 repeats: 5,
+                idle_1s_window: secs(5),
+                idle_10ms_window: secs(2),
+                idle_repeats: 3,
+                strace_1s_window: secs(3),
+                strace_10ms_window: secs(1),
+                keys_window: secs(3),
+                keys_repeats: 1,
+                node_window: secs(3),
             }
         } else {
             Plan {
                 quick,
                 fast_updates: 200,
                 second_updates: 60,
-                five_second_updates: 12,
-                fuse_updates: 50,
-                idle_window: Duration::from_secs(10),
+                fuse_updates: 100,
+                fuse_second_updates: 30,
+                idle_window: secs(10),
                 repeats: 20,
+                // 125 ticks at 1 s, 2,500 at 10 ms, each window.
+                idle_1s_window: secs(125),
+                idle_10ms_window: secs(25),
+                idle_repeats: 3,
+                strace_1s_window: secs(20),
+                strace_10ms_window: secs(5),
+                keys_window: secs(15),
+                keys_repeats: 3,
+                node_window: secs(30),
             }
         };
         let started = Instant::now();
@@ -256,40 +304,36 @@ mod linux {
             return;
         }
 
+        eprintln!("peers: installing (cached under target/peers) and building the floor");
+        let versions = peers::setup();
+        let fast = (ms(150), ms(350));
+        let slow = (ms(1100), ms(1900));
         eprintln!(
-            "lag: 10 ms, 100 ms and inotify watchers ({} updates)",
+            "lag, local disk: every peer at 10 ms and 100 ms, inotify peers ({} updates)",
             plan.fast_updates
         );
+        let disk = tmp.path().join("disk");
         let mut lags = lag_stream(
-            &tmp.path().join("fast"),
-            &tmp.path().join("fast"),
+            &disk.join("fast"),
+            &disk.join("fast"),
             "local disk",
-            vec![
-                Kind::Poll(ms(10)),
-                Kind::Poll(ms(100)),
-                Kind::DirectoryWatch,
-                Kind::FileWatch,
-            ],
+            &[ms(10), ms(100)],
+            true,
             plan.fast_updates,
-            (ms(150), ms(350)),
+            fast,
         );
-        eprintln!("lag: 1 s ({} updates)", plan.second_updates);
+        eprintln!(
+            "lag, local disk: every peer at 1 s ({} updates)",
+            plan.second_updates
+        );
         lags.extend(lag_stream(
-            &tmp.path().join("1s"),
-            &tmp.path().join("1s"),
+            &disk.join("1s"),
+            &disk.join("1s"),
             "local disk",
-            vec![Kind::Poll(ms(1000))],
+            &[ms(1000)],
+            false,
             plan.second_updates,
-            (ms(1100), ms(1900)),
-        ));
-        eprintln!("lag: 5 s ({} updates)", plan.five_second_updates);
-        lags.extend(lag_stream(
-            &tmp.path().join("5s"),
-            &tmp.path().join("5s"),
-            "local disk",
-            vec![Kind::Poll(ms(5000))],
-            plan.five_second_updates,
-            (ms(5100), ms(6500)),
+            slow,
         ));
 
         let source = tmp.path().join("fuse-source");
@@ -297,17 +341,27 @@ mod linux {
         let fuse = match fuse_mount(&source, &mountpoint) {
             Ok(()) => {
                 eprintln!(
-                    "lag: through a bindfs FUSE mount ({} updates)",
-                    plan.fuse_updates
+                    "lag, bindfs FUSE mount: 10 ms, 100 ms, inotify ({} updates), 1 s ({} updates)",
+                    plan.fuse_updates, plan.fuse_second_updates
                 );
-                let result = lag_stream(
-                    &source,
-                    &mountpoint,
+                let mut result = lag_stream(
+                    &source.join("fast"),
+                    &mountpoint.join("fast"),
                     "FUSE (bindfs)",
-                    vec![Kind::Poll(ms(100)), Kind::DirectoryWatch, Kind::FileWatch],
+                    &[ms(10), ms(100)],
+                    true,
                     plan.fuse_updates,
-                    (ms(150), ms(350)),
+                    fast,
                 );
+                result.extend(lag_stream(
+                    &source.join("1s"),
+                    &mountpoint.join("1s"),
+                    "FUSE (bindfs)",
+                    &[ms(1000)],
+                    false,
+                    plan.fuse_second_updates,
+                    slow,
+                ));
                 let unmounted = Command::new("fusermount3")
                     .arg("-u")
                     .arg(&mountpoint)
@@ -318,37 +372,97 @@ mod linux {
                 Ok(result)
             }
             Err(reason) => {
-                eprintln!("FUSE comparison skipped: {reason}");
+                eprintln!("FUSE COMPARISON SKIPPED: {reason}");
                 Err(reason)
             }
         };
 
+        eprintln!("idle CPU, memory, system calls: every peer at 10 ms");
+        let idle_runs = vec![
+            idle::measure(
+                tmp.path(),
+                ms(10),
+                plan.idle_10ms_window,
+                plan.idle_repeats,
+                plan.strace_10ms_window,
+            ),
+            {
+                eprintln!("idle CPU, memory, system calls: every peer at 1 s");
+                idle::measure(
+                    tmp.path(),
+                    ms(1000),
+                    plan.idle_1s_window,
+                    plan.idle_repeats,
+                    plan.strace_1s_window,
+                )
+            },
+        ];
+        eprintln!("idle CPU per tick at 1 s vs keys in the volume");
+        let keys = idle::by_keys(tmp.path(), ms(1000), plan.keys_window, plan.keys_repeats);
+
+        let mut node = Vec::new();
+        let mut inotify_limits = Vec::new();
+        for n in [100, 500] {
+            for peer in [Peer::Ours, Peer::Floor] {
+                eprintln!("node scale: {n} x {} at 1 s", peer.label());
+                node.push(scale::separate(
+                    tmp.path(),
+                    peer,
+                    n,
+                    ms(1000),
+                    plan.node_window,
+                ));
+            }
+            eprintln!("node scale: one configmapwatch watching {n} directories at 1 s");
+            node.push(scale::one_process(
+                tmp.path(),
+                n,
+                ms(1000),
+                plan.node_window,
+            ));
+            eprintln!("node scale: {n} x inotifywait as uid 65534");
+            inotify_limits.push(scale::inotify_limit(tmp.path(), n));
+        }
+        let static_rss = peers::static_idle_memory(tmp.path());
+
         eprintln!("cost of idle polling, reload cost, shutdown");
         let costs = cost::measure(&plan, tmp.path());
 
+        let peer_results = peer_report::PeerResults {
+            versions,
+            idle: idle_runs,
+            keys,
+            node,
+            inotify_limits,
+            static_rss,
+        };
         let report = report::Report {
             plan: &plan,
             lags: &lags,
             fuse: &fuse,
             costs: &costs,
+            peers: &peer_results,
             elapsed: started.elapsed(),
         };
         eprintln!("Live<T>: reads while swapping, typed reloads");
         let live_costs = live::measure(&plan, tmp.path());
         let markdown = report.markdown() + &live::markdown(&live_costs);
         println!("{markdown}");
-        let (md_path, svg_path): (PathBuf, PathBuf) = if plan.quick {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-quick");
-            std::fs::create_dir_all(&dir).unwrap();
-            (dir.join("BENCHMARKS.md"), dir.join("lag.svg"))
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let (md_path, svg_dir): (PathBuf, PathBuf) = if plan.quick {
+            let dir = root.join("target/bench-quick");
+            (dir.join("BENCHMARKS.md"), dir.join("docs"))
         } else {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            std::fs::create_dir_all(root.join("docs")).unwrap();
-            (root.join("BENCHMARKS.md"), root.join("docs/lag.svg"))
+            (root.join("BENCHMARKS.md"), root.join("docs"))
         };
+        std::fs::create_dir_all(&svg_dir).unwrap();
         std::fs::write(&md_path, &markdown).unwrap();
-        report.plot(&svg_path);
-        eprintln!("wrote {} and {}", md_path.display(), svg_path.display());
+        report.plot(&svg_dir);
+        eprintln!(
+            "wrote {} and the plots in {}",
+            md_path.display(),
+            svg_dir.display()
+        );
         if let Err(failures) = report.check_targets() {
             eprintln!("targets missed:\n{failures}");
             if plan.quick {

@@ -1,5 +1,6 @@
-//! Turning measurements into BENCHMARKS.md, the lag plot, and the verdict
-//! on each target.
+//! Turning measurements into BENCHMARKS.md, the lag plots (local disk and
+//! FUSE), and the verdict on each target; the peer comparison's own tables
+//! and plots are in peer_report.rs.
 
 use std::{fmt::Write, path::Path, time::Duration};
 
@@ -8,6 +9,8 @@ use plotters::prelude::*;
 use crate::{
     cost::Costs,
     linux::{LagResult, Plan},
+    peer_report::PeerResults,
+    peers::Peer,
 };
 
 pub struct Report<'a> {
@@ -15,6 +18,7 @@ pub struct Report<'a> {
     pub lags: &'a [LagResult],
     pub fuse: &'a Result<Vec<LagResult>, String>,
     pub costs: &'a Costs,
+    pub peers: &'a PeerResults,
     pub elapsed: Duration,
 }
 
@@ -55,7 +59,14 @@ fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
+    // Other work on the machine shows in every figure: say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    format!(
+        "{cpu}, {cores} cores, Linux {}; load average at the end {}",
+        kernel.trim(),
+        load.join(" ")
+    )
 }
 
 struct Target {
@@ -88,13 +99,26 @@ impl Report<'_> {
 
     fn targets(&self) -> Vec<Target> {
         let mut targets = Vec::new();
-        for l in self.lags.iter().filter(|l| l.interval.is_some()) {
+        // Lag targets are ours; the peers' lags are in the tables.
+        for l in self
+            .lags
+            .iter()
+            .chain(self.fuse.iter().flatten())
+            .filter(|l| l.peer == Some(Peer::Ours))
+        {
             let interval_ms = l.interval.unwrap().as_secs_f64() * 1e3;
             let p99 = percentile(&l.lags_ms, 99.0);
             targets.push(Target {
-                what: format!("{}: lag p99 <= interval + 2 ms", l.name),
+                what: format!("{} ({}): lag p99 <= interval + 2 ms", l.name, l.mount),
                 measured: format!("p99 {} ms, {} missed", ms(p99), l.missed),
                 met: p99 <= interval_ms + 2.0 && l.missed == 0,
+            });
+        }
+        for t in self.peers.targets(self.fuse) {
+            targets.push(Target {
+                what: t.what,
+                measured: t.measured,
+                met: t.met,
             });
         }
         let c = self.costs;
@@ -193,15 +217,18 @@ impl Report<'_> {
             self.elapsed.as_secs_f64(),
             machine()
         );
-        out.push_str("## Detection lag\n\nUpdates are published the kubelet's way at random moments; lag runs from the swap (the `..data` symlink's mtime) to detection. All watchers see the same stream of updates. A missed update is a version the watcher never reported.\n\n");
+        self.peers.versions_table(&mut out);
+        out.push_str("## Detection lag\n\nUpdates are published the kubelet's way (Kubernetes' pkg/volume/util/atomic_writer.go: new timestamped directory, `..data_tmp`, rename over `..data`, old directory removed) at random moments: 150-350 ms apart for the 10 ms and 100 ms pollers and the inotify peers, 1.1-1.9 s apart for the 1 s pollers. Lag runs from the swap (the `..data` symlink's mtime) to detection. All watchers of a stream run at once and see the same updates. A missed update is a version the watcher never reported.\n\n");
         Self::lag_table(&mut out, self.lags);
-        out.push_str("\n![Lag distributions](docs/lag.svg)\n\n## Through a FUSE mount\n\nUpdates are written to the source directory; the watchers watch a bindfs mount of it. inotify sees no events for changes made underneath a FUSE mount.\n\n");
+        out.push_str("\n![Lag distributions, local disk](docs/lag.svg)\n\n## Through a FUSE mount\n\nUpdates are written to the source directory; the watchers watch a bindfs mount of it. inotify sees no events for changes made underneath a FUSE mount.\n\n");
         match self.fuse {
             Ok(lags) => Self::lag_table(&mut out, lags),
             Err(reason) => {
-                let _ = writeln!(out, "Skipped: {reason}.");
+                let _ = writeln!(out, "SKIPPED: {reason}.");
             }
         }
+        out.push_str("\n![Lag distributions, FUSE](docs/lag-fuse.svg)\n\n");
+        self.peers.markdown(&mut out);
         out.push_str("\n## Cost of idle polling (release binary, nothing changing)\n\n| interval | system calls per idle tick (strace -c) | CPU per tick | idle CPU | peak RSS |\n| --- | --- | ---: | ---: | ---: |\n");
         for idle in &self.costs.idle {
             let calls = match &idle.syscalls {
@@ -262,14 +289,22 @@ impl Report<'_> {
         out
     }
 
+    /// Every plot, into `dir`.
+    pub fn plot(&self, dir: &Path) {
+        Self::lag_plot(self.lags, "local disk", &dir.join("lag.svg"));
+        if let Ok(fuse) = self.fuse {
+            Self::lag_plot(fuse, "FUSE (bindfs)", &dir.join("lag-fuse.svg"));
+        }
+        self.peers.plot(dir);
+    }
+
     /// Cumulative lag distributions, log-scaled, one line per watcher.
-    pub fn plot(&self, path: &Path) {
+    fn lag_plot(lags: &[LagResult], mount: &str, path: &Path) {
         // Watchers that missed updates say so in the legend: a line drawn
-        // from one detection must not pass for a good result.
-        let series: Vec<(String, Vec<f64>)> = self
-            .lags
+        // from one detection must not pass for a good result; those that
+        // saw nothing are listed in the caption's place of a line.
+        let series: Vec<(String, Vec<f64>)> = lags
             .iter()
-            .chain(self.fuse.iter().flatten())
             .filter(|l| !l.lags_ms.is_empty())
             .map(|l| {
                 let mut v = l.lags_ms.clone();
@@ -278,14 +313,19 @@ impl Report<'_> {
                     0 => String::new(),
                     n => format!(", missed {n} of {}", l.published),
                 };
-                (format!("{} ({}{missed})", l.name, l.mount), v)
+                (format!("{}{missed}", l.name), v)
             })
             .collect();
-        let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+        let blind: Vec<&str> = lags
+            .iter()
+            .filter(|l| l.lags_ms.is_empty())
+            .map(|l| l.name.as_str())
+            .collect();
+        let root = SVGBackend::new(path, (1100, 700)).into_drawing_area();
         root.fill(&WHITE).unwrap();
         let mut chart = ChartBuilder::on(&root)
             .caption(
-                "Detection lag after the kubelet's swap (cumulative)",
+                format!("Detection lag after the kubelet's swap (cumulative), {mount}"),
                 ("sans-serif", 20),
             )
             .margin(15)
@@ -319,8 +359,17 @@ impl Report<'_> {
             .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
+            .label_font(("sans-serif", 12))
             .draw()
             .unwrap();
+        if !blind.is_empty() {
+            root.draw(&Text::new(
+                format!("saw no update at all: {}", blind.join("; ")),
+                (70, 680),
+                ("sans-serif", 13).into_font().color(&RED),
+            ))
+            .unwrap();
+        }
         root.present().unwrap();
     }
 }
