@@ -90,6 +90,14 @@ impl WatchOptions {
     }
 }
 
+/// The wait from now to one interval after `tick` began: ticks keep their
+/// period however long a tick takes (500 directories, a slow handler), so
+/// a version is seen within one interval of its swap. A tick that took
+/// longer than the interval is followed at once, never by a burst.
+fn until_next_tick(tick: Instant, interval: Duration) -> Duration {
+    interval.saturating_sub(tick.elapsed())
+}
+
 /// Receives the watcher's events: a closure, or an `mpsc::Sender<Event>`.
 pub trait EventHandler {
     /// Called for each event, on the watcher's thread.
@@ -413,10 +421,11 @@ impl Watcher {
     /// [`Shutdown`] handles does not.
     pub fn run(&mut self, shutdown: &ShutdownListener, handler: &mut impl EventHandler) {
         loop {
+            let tick = Instant::now();
             if let Some(event) = self.check() {
                 handler.handle(event);
             }
-            if shutdown.wait(self.interval) {
+            if shutdown.wait(until_next_tick(tick, self.interval)) {
                 return;
             }
         }
@@ -439,6 +448,7 @@ impl Watcher {
             .min()
             .unwrap_or(Duration::from_secs(1));
         loop {
+            let tick = Instant::now();
             // No allocation unless an event arrives.
             let mut events = Vec::new();
             for watcher in watchers.iter_mut() {
@@ -447,7 +457,7 @@ impl Watcher {
             if !events.is_empty() {
                 handler(watchers, events);
             }
-            if shutdown.wait(interval) {
+            if shutdown.wait(until_next_tick(tick, interval)) {
                 return;
             }
         }
@@ -854,4 +864,20 @@ fn has_kubelet_entries(dir: &std::path::Path) -> bool {
             .flatten()
             .any(|e| e.file_name().to_string_lossy().starts_with(".."))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_tick_shortens_the_wait_and_an_overlong_one_skips_it() {
+        let second = Duration::from_secs(1);
+        let slow = Instant::now() - Duration::from_millis(300);
+        let wait = until_next_tick(slow, second);
+        assert!(wait <= Duration::from_millis(700), "{wait:?}");
+        assert!(wait > Duration::from_millis(600), "{wait:?}");
+        let overlong = Instant::now() - Duration::from_millis(1500);
+        assert_eq!(until_next_tick(overlong, second), Duration::ZERO);
+    }
 }
