@@ -283,3 +283,54 @@ fn twenty_replicas_with_jitter_spread_their_reloads_over_the_window() {
     assert!(spread > 0.5 && spread < 2.0 + 1.0, "spread {spread:.3} s");
     let _ = Duration::ZERO;
 }
+
+/// gzip compresses `data` with the gzip tool.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("gzip")
+        .arg("-c")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("gzip is not installed");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = data.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&data).unwrap());
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+#[test]
+fn gzip_keys_are_read_as_their_text_and_a_bomb_is_refused_at_the_file_cap() {
+    let vol = vol!();
+    let mut payload = configmapwatch::Payload::new();
+    payload
+        .insert("prometheus.yaml.gz", gzip(b"global:\n  scrape_interval: 15s\n"))
+        .unwrap()
+        .insert("bomb.json.gz", gzip(&vec![b' '; 8 << 20]))
+        .unwrap();
+    vol.write(&payload);
+    let out = bin()
+        .args(["--once", "-o", "config", "--file", "prometheus.yaml.gz", "-d"])
+        .arg(vol.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(config, serde_json::json!({"global": {"scrape_interval": "15s"}}));
+
+    // 8 MiB of text under a 1 MiB cap: refused, not inflated.
+    let out = bin()
+        .args(["--once", "--max-file-size", "1MiB", "--file", "bomb.json.gz", "-d"])
+        .arg(vol.path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("decompresses to more than 1 MiB"), "{text}");
+}

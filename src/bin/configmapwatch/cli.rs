@@ -424,10 +424,14 @@ impl WatchArgs {
             Selector::keys(self.file.iter().cloned())
         };
         let template = WatchOptions::new(PathBuf::new())
-            .with_selector(match self.format {
-                Some(format) => selector.with_format(format),
-                None => selector,
-            })
+            .with_selector(
+                match self.format {
+                    Some(format) => selector.with_format(format),
+                    None => selector,
+                }
+                // A gzip key's text is held to the same cap as a file's.
+                .with_max_decompressed(self.max_file_size),
+            )
             .with_interval(self.interval)
             .with_max_file_size(self.max_file_size)
             .with_max_total_size(self.max_total_size);
