@@ -72,8 +72,26 @@ fn validate_exec_blocks_a_conf_nginx_rejects_and_a_good_one_reloads_nginx_by_nam
     let name = format!("ngx{}", std::process::id() % 100_000);
     let program = vol.tmp.path().join(&name);
     std::fs::copy(nginx_binary(), &program).unwrap();
-    let server = Reaped(
+    // As a non-root user, as nginx runs in a hardened pod: as root, the
+    // test drops to nobody (and opens up its temporary directories to it).
+    let mut command = if rustix::process::geteuid().is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let open = |p: &Path, mode| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        open(vol.tmp.path(), 0o755);
+        open(&work, 0o777);
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&program);
+        c
+    } else {
         Command::new(&program)
+    };
+    let server = Reaped(
+        command
+            .arg("-e")
+            .arg(work.join("error.log"))
             .arg("-c")
             .arg(vol.path().join("nginx.conf"))
             .stdout(Stdio::null())
@@ -81,6 +99,15 @@ fn validate_exec_blocks_a_conf_nginx_rejects_and_a_good_one_reloads_nginx_by_nam
             .spawn()
             .unwrap(),
     );
+    let uid = std::fs::read_to_string(format!("/proc/{}/status", server.0.id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Uid:")
+                .map(|u| u.split_whitespace().next().unwrap().to_owned())
+        })
+        .unwrap();
+    assert_ne!(uid, "0", "nginx must run as a non-root user");
     wait_until("nginx to serve v1", || {
         http_get(port).as_deref() == Some("v1\n")
     });
@@ -306,23 +333,47 @@ fn gzip_keys_are_read_as_their_text_and_a_bomb_is_refused_at_the_file_cap() {
     let vol = vol!();
     let mut payload = configmapwatch::Payload::new();
     payload
-        .insert("prometheus.yaml.gz", gzip(b"global:\n  scrape_interval: 15s\n"))
+        .insert(
+            "prometheus.yaml.gz",
+            gzip(b"global:\n  scrape_interval: 15s\n"),
+        )
         .unwrap()
         .insert("bomb.json.gz", gzip(&vec![b' '; 8 << 20]))
         .unwrap();
     vol.write(&payload);
     let out = bin()
-        .args(["--once", "-o", "config", "--file", "prometheus.yaml.gz", "-d"])
+        .args([
+            "--once",
+            "-o",
+            "config",
+            "--file",
+            "prometheus.yaml.gz",
+            "-d",
+        ])
         .arg(vol.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(config, serde_json::json!({"global": {"scrape_interval": "15s"}}));
+    assert_eq!(
+        config,
+        serde_json::json!({"global": {"scrape_interval": "15s"}})
+    );
 
     // 8 MiB of text under a 1 MiB cap: refused, not inflated.
     let out = bin()
-        .args(["--once", "--max-file-size", "1MiB", "--file", "bomb.json.gz", "-d"])
+        .args([
+            "--once",
+            "--max-file-size",
+            "1MiB",
+            "--file",
+            "bomb.json.gz",
+            "-d",
+        ])
         .arg(vol.path())
         .output()
         .unwrap();
