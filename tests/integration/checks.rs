@@ -99,6 +99,10 @@ fn validate_exec_blocks_a_conf_nginx_rejects_and_a_good_one_reloads_nginx_by_nam
             .spawn()
             .unwrap(),
     );
+    wait_until("nginx to serve v1", || {
+        http_get(port).as_deref() == Some("v1\n")
+    });
+    // Serving means it has dropped to its user: no race with setpriv.
     let uid = std::fs::read_to_string(format!("/proc/{}/status", server.0.id()))
         .unwrap()
         .lines()
@@ -108,9 +112,6 @@ fn validate_exec_blocks_a_conf_nginx_rejects_and_a_good_one_reloads_nginx_by_nam
         })
         .unwrap();
     assert_ne!(uid, "0", "nginx must run as a non-root user");
-    wait_until("nginx to serve v1", || {
-        http_get(port).as_deref() == Some("v1\n")
-    });
 
     let mut cmd = bin();
     cmd.args([
