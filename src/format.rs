@@ -443,12 +443,18 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Tracked<T> {
 /// is parsed again as `Tracked<T>`: the same bytes fail at the same place,
 /// now with the path. Should the second pass not fail, the first error
 /// stands: what was refused once is never accepted.
+///
+/// `has_path` says whether the error can have a field path at all: a
+/// syntax error or a refused alias bomb has none, and parsing hostile
+/// input twice would only double what it costs us.
 fn tracked<T, E>(
     untracked: impl FnOnce() -> Result<T, E>,
+    has_path: impl FnOnce(&E) -> bool,
     with_path: impl FnOnce() -> Result<Tracked<T>, E>,
 ) -> Result<T, (E, Option<String>)> {
     let first = match untracked() {
         Ok(value) => return Ok(value),
+        Err(e) if !has_path(&e) => return Err((e, None)),
         Err(e) => e,
     };
     FAILED_AT.with(|at| at.borrow_mut().take());
@@ -494,6 +500,7 @@ fn strip_json_position(message: &str) -> &str {
 fn json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
     tracked(
         || serde_json::from_slice::<T>(bytes),
+        |e| e.classify() == serde_json::error::Category::Data,
         || serde_json::from_slice::<Tracked<T>>(bytes),
     )
     .map_err(|(e, path)| Error::Parse {
@@ -511,6 +518,12 @@ fn json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
 fn yaml<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
     tracked(
         || serde_saphyr::from_slice_with_options::<T>(bytes, yaml_options()),
+        |e| {
+            // The budget's refusals (alias bombs, deep nesting) are about
+            // the document's shape, not a field.
+            let text = e.to_string();
+            !(text.contains("limit exceeded") || text.contains("budget breached"))
+        },
         || serde_saphyr::from_slice_with_options::<Tracked<T>>(bytes, yaml_options()),
     )
     .map_err(|(e, path)| {
@@ -566,6 +579,7 @@ fn toml<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
     let text = text(key, bytes)?;
     tracked(
         || toml::from_str::<T>(text),
+        |_| true,
         || toml::from_str::<Tracked<T>>(text),
     )
     .map_err(|(e, path)| Error::Parse {

@@ -558,7 +558,8 @@ mod tests {
         assert!(
             text.contains(&format!(
                 "configmapwatch_errors_total{{dir=\"{}\",key=\"config.json\"}} 1",
-                dir.path().display()
+                // Label values escape backslashes (Windows paths).
+                dir.path().display().to_string().replace('\\', "\\\\")
             )),
             "{text}"
         );
