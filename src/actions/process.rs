@@ -430,8 +430,10 @@ mod tests {
         Group::spawn(Command::new(path).arg("60"))
     }
 
-    /// Polls until `name` has `n` matches (a child's own children take a
-    /// moment to start).
+    /// Polls until `name` has `n` matches. A child's own children take a
+    /// moment to start; and a spawned child is visible under its new name
+    /// only a moment after spawn returns (the kernel wakes a vfork parent
+    /// when exec replaces the memory, before it sets the new comm).
     fn wait_for_matches(name: &str, n: usize) -> Vec<ProcessInfo> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -449,6 +451,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let name = unique("cmw");
         let child = sleeper(&alias(dir.path(), &name, "/bin/sleep"));
+        wait_for_matches(&name, 1);
         let found = find_process(&name).unwrap();
         assert_eq!(found.pid, child.pid());
         assert_eq!(found.ppid, std::process::id());
@@ -481,6 +484,7 @@ mod tests {
         let name = unique("cmw");
         let link = alias(dir.path(), &name, "/bin/sleep");
         let (a, b) = (sleeper(&link), sleeper(&link));
+        wait_for_matches(&name, 2);
         let err = find_process(&name).unwrap_err();
         let FindError::Ambiguous { found, .. } = &err else {
             panic!("{err:?}");
@@ -522,6 +526,7 @@ mod tests {
         let name = unique("configmapwatch-long-");
         assert!(name.len() > COMM_MAX);
         let child = sleeper(&alias(dir.path(), &name, "/bin/sleep"));
+        wait_for_matches(&name, 1);
         let found = find_process(&name).unwrap();
         assert_eq!(found.pid, child.pid());
         assert_eq!(found.comm.as_bytes(), &name.as_bytes()[..COMM_MAX]);
@@ -579,6 +584,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let name = unique("cmw");
         let mut child = sleeper(&alias(dir.path(), &name, "/bin/sleep"));
+        wait_for_matches(&name, 1);
         let action = SignalAction::new("TERM", PidSource::Name(name.clone())).unwrap();
         assert_eq!(
             action.describe(),
