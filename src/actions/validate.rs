@@ -62,17 +62,13 @@ impl ValidateExec {
         for arg in &mut exec.args {
             *arg = arg.replace("{}", &path_text);
         }
-        let event = Event {
-            kind: EventKind::Change,
-            dir: dir.into(),
-            version: snapshot.version.clone(),
-            previous_version: None,
-            detected_at: SystemTime::now(),
-            lag: None,
-            config: Some(Arc::new(config.clone())),
-            key: None,
-            error: None,
-        };
+        let mut event = Event::new(
+            EventKind::Change,
+            dir,
+            snapshot.version.as_str(),
+            SystemTime::now(),
+        );
+        event.config = Some(Arc::new(config.clone()));
         let slot = Mutex::new(None);
         exec.run(&event, dir, &slot).map_err(|reason| {
             if reason.starts_with("cannot start ") {

@@ -7,13 +7,13 @@
 
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::Path,
     process::{Command, Stdio},
     time::Duration,
 };
 
-use crate::helper::{DEADLINE, Reaped, Running, action, bin, wait_until};
+use crate::helper::{DEADLINE, Reaped, Running, action, bin, free_port, tool_path, wait_until};
 
 /// An nginx config serving `body` on 127.0.0.1:`port`, with every path
 /// it writes under `dir`.
@@ -49,29 +49,18 @@ fn http_get(port: u16) -> Option<String> {
     answer.split("\r\n\r\n").nth(1).map(str::to_owned)
 }
 
-fn nginx_binary() -> &'static str {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .find(|p| Path::new(p).is_file())
-        .expect("nginx is not installed (CI installs it)")
-}
-
 #[test]
 fn validate_exec_blocks_a_conf_nginx_rejects_and_a_good_one_reloads_nginx_by_name() {
     let vol = vol!();
     let work = vol.tmp.path().join("nginx");
     std::fs::create_dir(&work).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     vol.publish(&[("nginx.conf", &nginx_conf(&work, port, "v1"))]);
     // nginx under a name of its own, so that --process-name finds this one
     // and no other test's nginx.
     let name = format!("ngx{}", std::process::id() % 100_000);
     let program = vol.tmp.path().join(&name);
-    std::fs::copy(nginx_binary(), &program).unwrap();
+    std::fs::copy(tool_path("nginx"), &program).unwrap();
     // As a non-root user, as nginx runs in a hardened pod: as root, the
     // test drops to nobody (and opens up its temporary directories to it).
     let mut command = if rustix::process::geteuid().is_root() {
@@ -127,7 +116,7 @@ fn validate_exec_blocks_a_conf_nginx_rejects_and_a_good_one_reloads_nginx_by_nam
     .arg("-d")
     .arg(vol.path())
     .args(["--validate-exec"])
-    .arg(format!("{} -t -c {{}}", nginx_binary()))
+    .arg(format!("{} -t -c {{}}", tool_path("nginx").display()))
     .args(["--signal", "HUP", "--process-name", &name]);
     let run = Running::spawn(cmd);
     run.event();

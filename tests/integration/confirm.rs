@@ -7,14 +7,14 @@
 #![cfg(target_os = "linux")]
 
 use std::{
-    net::TcpListener,
     path::Path,
     process::{Command, Stdio},
     time::Duration,
 };
 
 use crate::helper::{
-    HookServer, Reaped, Running, action, bin, get, sample, served_at, tool, wait_until,
+    HookServer, Reaped, Running, action, free_port, get, sample, spawn_served, tool, wait_until,
+    watch_served,
 };
 
 #[test]
@@ -23,21 +23,10 @@ fn a_failed_round_is_retried_unchanged_until_it_succeeds_and_reported_once() {
     vol.publish(&[("config.json", r#"{"n":1}"#)]);
     // The target fails twice, then accepts.
     let hook = HookServer::start(|n| (if n < 2 { 500 } else { 200 }, Duration::ZERO));
-    let mut cmd = bin();
-    cmd.args([
-        "-o",
-        "json",
-        "-i",
-        "10ms",
-        "--listen-address",
-        "127.0.0.1:0",
-    ])
-    .arg("-d")
-    .arg(vol.path())
-    .args(["--webhook-retries", "0", "--webhook-url"])
-    .arg(hook.url("/-/reload"));
-    let run = Running::spawn(cmd);
-    let addr = served_at(&run.stderr);
+    let mut cmd = watch_served(vol.path());
+    cmd.args(["--webhook-retries", "0", "--webhook-url"])
+        .arg(hook.url("/-/reload"));
+    let (run, addr) = spawn_served(cmd);
     assert_eq!(run.event()["event"], "initial");
     let v2 = vol.publish(&[("config.json", r#"{"n":2}"#)]);
     run.event_for("change", &v2);
@@ -78,11 +67,7 @@ struct Prometheus {
 }
 
 fn prometheus(config: &Path, data: &Path) -> Prometheus {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let process = Reaped(
         tool("prometheus")
             .arg(format!("--config.file={}", config.display()))
@@ -125,28 +110,16 @@ fn watcher(
     prom: &Prometheus,
     validate: bool,
 ) -> (Running, std::net::SocketAddr) {
-    let mut cmd = bin();
-    cmd.args([
-        "-o",
-        "json",
-        "-i",
-        "10ms",
-        "--listen-address",
-        "127.0.0.1:0",
-        "--file",
-    ])
-    .arg("prometheus.yml")
-    .arg("-d")
-    .arg(vol.path())
-    .args(["--webhook-retries", "0", "--webhook-url"])
-    .arg(prom.url("/-/reload"))
-    .arg("--confirm-url")
-    .arg(prom.url("/api/v1/status/runtimeinfo"));
+    let mut cmd = watch_served(vol.path());
+    cmd.args(["--file", "prometheus.yml"])
+        .args(["--webhook-retries", "0", "--webhook-url"])
+        .arg(prom.url("/-/reload"))
+        .arg("--confirm-url")
+        .arg(prom.url("/api/v1/status/runtimeinfo"));
     if validate {
         cmd.args(["--validate-exec", "promtool check config {}"]);
     }
-    let run = Running::spawn(cmd);
-    let addr = served_at(&run.stderr);
+    let (run, addr) = spawn_served(cmd);
     assert_eq!(run.event()["event"], "initial");
     (run, addr)
 }

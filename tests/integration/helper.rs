@@ -463,20 +463,52 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
 
 /// A tool CI installs: its absence fails the test, it never skips it.
 pub fn tool(name: &str) -> Command {
-    let found = std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|d| d.join(name).is_file())
-            || ["/usr/sbin", "/sbin"]
-                .iter()
-                .any(|d| std::path::Path::new(d).join(name).is_file())
-    });
-    assert!(
-        found,
-        "{name} is not installed (CI installs it; apt-get install it here)"
-    );
-    let path = ["/usr/sbin", "/sbin"]
-        .iter()
-        .map(|d| std::path::Path::new(d).join(name))
+    Command::new(tool_path(name))
+}
+
+/// Where a tool CI installs lives: on PATH, or in an sbin directory (nginx).
+pub fn tool_path(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(name))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| name.into());
-    Command::new(path)
+        .unwrap_or_else(|| {
+            panic!("{name} is not installed (CI installs it; apt-get install it here)")
+        })
+}
+
+/// A port free on 127.0.0.1 for a server the test starts (nginx,
+/// Prometheus), which binds it itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real binary watching `dir` with JSON output every 10 ms, serving its
+/// HTTP endpoints on a free port; add arguments, then [`spawn_served`].
+pub fn watch_served(dir: &Path) -> Command {
+    let mut cmd = bin();
+    cmd.args([
+        "-o",
+        "json",
+        "-i",
+        "10ms",
+        "--listen-address",
+        "127.0.0.1:0",
+        "-d",
+    ])
+    .arg(dir);
+    cmd
+}
+
+/// Starts `cmd` (from [`watch_served`]) and returns it with the address it
+/// serves on.
+pub fn spawn_served(cmd: Command) -> (Running, SocketAddr) {
+    let run = Running::spawn(cmd);
+    let addr = served_at(&run.stderr);
+    (run, addr)
 }

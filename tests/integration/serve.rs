@@ -14,8 +14,8 @@ use std::{
 };
 
 use crate::helper::{
-    DEADLINE, HookServer, Running, Vol, bin, get, pipe_lines, request, sample, served_at, tool,
-    wait_until,
+    DEADLINE, HookServer, Vol, bin, get, pipe_lines, request, sample, served_at, spawn_served,
+    tool, wait_until, watch_served,
 };
 
 #[test]
@@ -24,26 +24,15 @@ fn metrics_follow_reloads_and_errors_and_pass_promtool() {
     let v1 = vol.publish(&[("config.json", r#"{"n":1}"#)]);
     // The first call answers 200, the second 500: one good reload, one failed.
     let hook = HookServer::start(|n| (if n == 0 { 200 } else { 500 }, Duration::ZERO));
-    let mut cmd = bin();
+    let mut cmd = watch_served(vol.path());
     cmd.args([
-        "-o",
-        "json",
-        "-i",
-        "10ms",
-        "--listen-address",
-        "127.0.0.1:0",
-    ])
-    .arg("-d")
-    .arg(vol.path())
-    .args([
         "--webhook-retries",
         "0",
         "--no-round-retry",
         "--webhook-url",
     ])
     .arg(hook.url("/-/reload"));
-    let run = Running::spawn(cmd);
-    let addr = served_at(&run.stderr);
+    let (run, addr) = spawn_served(cmd);
     run.event_for("initial", &v1);
     let dir = vol.path().display().to_string();
 
@@ -169,17 +158,7 @@ fn healthz_fails_while_the_loop_is_stuck_and_recovers() {
     vol.publish(&[("config.json", r#"{"n":0}"#)]);
     // Nobody reads stdout: once the pipe is full, the loop blocks writing
     // an event, as behind a stalled log collector.
-    let mut child = bin()
-        .args([
-            "-o",
-            "json",
-            "-i",
-            "10ms",
-            "--listen-address",
-            "127.0.0.1:0",
-        ])
-        .arg("-d")
-        .arg(vol.path())
+    let mut child = watch_served(vol.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -221,21 +200,9 @@ fn healthz_fails_while_the_loop_is_stuck_and_recovers() {
 fn readyz_names_the_directories_without_a_valid_config() {
     let (a, b) = (vol!(), Vol::new());
     let va = a.publish(&[("config.json", "{}")]);
-    let mut cmd = bin();
-    cmd.args([
-        "-o",
-        "json",
-        "-i",
-        "10ms",
-        "--listen-address",
-        "127.0.0.1:0",
-    ])
-    .arg("-d")
-    .arg(a.path())
-    .arg("-d")
-    .arg(b.path());
-    let run = Running::spawn(cmd);
-    let addr = served_at(&run.stderr);
+    let mut cmd = watch_served(a.path());
+    cmd.arg("-d").arg(b.path());
+    let (run, addr) = spawn_served(cmd);
     run.event_for("initial", &va);
     let (code, body) = get(addr, "/readyz");
     assert_eq!(code, 503, "{body}");
@@ -262,19 +229,7 @@ fn readyz_names_the_directories_without_a_valid_config() {
 fn bad_and_slow_clients_get_errors_and_never_hold_up_the_watcher() {
     let vol = vol!();
     vol.publish(&[("config.json", r#"{"n":0}"#)]);
-    let mut cmd = bin();
-    cmd.args([
-        "-o",
-        "json",
-        "-i",
-        "10ms",
-        "--listen-address",
-        "127.0.0.1:0",
-    ])
-    .arg("-d")
-    .arg(vol.path());
-    let run = Running::spawn(cmd);
-    let addr = served_at(&run.stderr);
+    let (run, addr) = spawn_served(watch_served(vol.path()));
 
     assert_eq!(get(addr, "/nope").0, 404);
     let (code, head, _) = request(addr, "POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n");

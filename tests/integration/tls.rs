@@ -6,12 +6,12 @@
 #![cfg(all(unix, feature = "tls"))]
 
 use std::{
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
-use crate::helper::{Reaped, bin, wait_until};
+use crate::helper::{Reaped, bin, free_port, tool, wait_until};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -89,11 +89,7 @@ struct Nginx {
 }
 
 fn nginx(dir: &Path) -> Nginx {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let d = dir.display();
     let conf = dir.join("nginx.conf");
     std::fs::write(
@@ -122,11 +118,7 @@ http {{
         ),
     )
     .unwrap();
-    let program = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .find(|p| Path::new(p).is_file())
-        .expect("nginx is not installed (CI installs it)");
-    let child = Command::new(program)
+    let child = tool("nginx")
         .arg("-c")
         .arg(&conf)
         .arg("-e")

@@ -458,14 +458,10 @@ impl CheckArgs {
         let validate = match &self.validate_exec {
             None => None,
             Some(line) => {
-                let words =
-                    shell_words::split(line).map_err(|e| format!("--validate-exec: {e}"))?;
-                let Some((program, args)) = words.split_first() else {
-                    return Err("--validate-exec needs a command".into());
-                };
+                let (program, args) = command_line("--validate-exec", line)?;
                 Some(ValidateExec::new(
-                    program.clone(),
-                    args.to_vec(),
+                    program,
+                    args,
                     selector.single_key().map(str::to_owned),
                     self.validate_timeout,
                 ))
@@ -593,11 +589,8 @@ impl ActionArgs {
                 },
             )?),
             (None, Some(line)) => {
-                let words = shell_words::split(line).map_err(|e| format!("--confirm-exec: {e}"))?;
-                let Some((program, args)) = words.split_first() else {
-                    return Err("--confirm-exec needs a command".into());
-                };
-                let mut exec = Exec::new(program.clone(), args.to_vec());
+                let (program, args) = command_line("--confirm-exec", line)?;
+                let mut exec = Exec::new(program, args);
                 exec.timeout = self.confirm_timeout;
                 Some(Confirm::Exec(exec))
             }
@@ -624,6 +617,17 @@ impl ActionArgs {
             retry: (!self.no_round_retry).then_some(self.round_retry_max),
         })
     }
+}
+
+/// A command given as one string (`'nginx -t -c {}'`), split as a shell
+/// would: its program and arguments.
+fn command_line(flag: &str, line: &str) -> Result<(String, Vec<String>), String> {
+    let mut words = shell_words::split(line).map_err(|e| format!("{flag}: {e}"))?;
+    if words.is_empty() {
+        return Err(format!("{flag} needs a command"));
+    }
+    let program = words.remove(0);
+    Ok((program, words))
 }
 
 /// Every argument after `--exec` belongs to the command: one that is one
