@@ -346,8 +346,8 @@ mod imp {
                 Err(e) => return Err(read_fault(key, self.path, e.into())),
             };
             // What was opened, not what was listed.
-            match fstat(&fd) {
-                Ok(s) if kind(&s) != Kind::File => return refuse(kind(&s)),
+            match fresh_mode(&fd) {
+                Ok(mode) if kind_of(mode) != Kind::File => return refuse(kind_of(mode)),
                 Ok(_) => {}
                 Err(e) => return Err(read_fault(key, self.path, e.into())),
             }
@@ -356,9 +356,46 @@ mod imp {
         }
     }
 
+    /// The opened file's mode, with its attributes fetched from the
+    /// filesystem itself. A FUSE client (bindfs, gVisor's gofer, virtiofs
+    /// with caching) keeps the attributes of anyone's lookup for a while and
+    /// ends reads at the size it remembers: a file looked up between the
+    /// writer's create and write (Kubernetes' atomic_writer.go writes each
+    /// file of the new directory before the swap) would read short, as an
+    /// "invalid" version. `AT_STATX_FORCE_SYNC` makes the kernel ask the
+    /// filesystem again (fuse_update_get_attr), which also drops pages
+    /// cached at the old size. Local filesystems ignore the flag.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn fresh_mode(fd: &OwnedFd) -> rustix::io::Result<u32> {
+        use rustix::fs::{StatxFlags, statx};
+        match statx(
+            fd,
+            c"",
+            AtFlags::EMPTY_PATH | AtFlags::STATX_FORCE_SYNC,
+            StatxFlags::TYPE | StatxFlags::SIZE,
+        ) {
+            Ok(s) => Ok(u32::from(s.stx_mode)),
+            // Kernels before 4.11, and sandboxes whose seccomp filter
+            // predates statx: the cached attributes are all there is.
+            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => fstat(fd).map(|s| s.st_mode),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The opened file's mode (no way to force fresh attributes here).
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
     #[allow(clippy::unnecessary_cast)]
+    fn fresh_mode(fd: &OwnedFd) -> rustix::io::Result<u32> {
+        fstat(fd).map(|s| s.st_mode as u32)
+    }
+
     fn kind(s: &Stat) -> Kind {
-        match FileType::from_raw_mode(s.st_mode as _) {
+        #[allow(clippy::unnecessary_cast)]
+        kind_of(s.st_mode as u32)
+    }
+
+    fn kind_of(mode: u32) -> Kind {
+        match FileType::from_raw_mode(mode as _) {
             FileType::RegularFile => Kind::File,
             FileType::Directory => Kind::Dir,
             FileType::Symlink => Kind::Symlink,

@@ -13,6 +13,8 @@ mod cli;
 mod confirm;
 mod dirs;
 mod faults;
+#[cfg(target_os = "linux")]
+mod fuse;
 mod fuzz_replay;
 mod interleave;
 mod live;
