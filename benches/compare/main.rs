@@ -200,7 +200,13 @@ mod linux {
         contenders
             .into_iter()
             .map(|c| {
+                let mut said = String::new();
                 if let Some(r) = c.running {
+                    said = format!(
+                        "{}{}",
+                        r.errors.lock().unwrap().join("\n"),
+                        r.stderr.lock().unwrap()
+                    );
                     r.stop();
                 }
                 let mut first_seen = HashMap::new();
@@ -209,12 +215,25 @@ mod linux {
                 }
                 let mut lags_ms = Vec::new();
                 let mut missed = 0;
-                for (version, swapped) in &swaps {
+                for (n, (version, swapped)) in swaps.iter().enumerate() {
                     match first_seen.get(version) {
                         Some(t) => lags_ms.push(
                             t.duration_since(*swapped).unwrap_or_default().as_secs_f64() * 1e3,
                         ),
-                        None => missed += 1,
+                        None => {
+                            missed += 1;
+                            // A poller missing an update is a finding to
+                            // explain, not only to count.
+                            if c.interval.is_some() {
+                                eprintln!(
+                                    "  {} ({mount}) missed update {} of {} ({version}); it said: {}",
+                                    c.name,
+                                    n + 1,
+                                    swaps.len(),
+                                    if said.trim().is_empty() { "nothing" } else { said.trim() }
+                                );
+                            }
+                        }
                     }
                 }
                 LagResult {
@@ -301,6 +320,31 @@ mod linux {
         // `-- --live-only`: just the Live<T> section, printed.
         if std::env::args().any(|a| a == "--live-only") {
             println!("{}", live::markdown(&live::measure(&plan, tmp.path())));
+            return;
+        }
+        // `-- --fuse-only`: the FUSE lag section alone, printed (to chase a
+        // missed update without the hour-long run).
+        if std::env::args().any(|a| a == "--fuse-only") {
+            peers::setup();
+            let source = tmp.path().join("fuse-source");
+            let mountpoint = tmp.path().join("fuse-mount");
+            fuse_mount(&source, &mountpoint).unwrap();
+            let result = lag_stream(
+                &source.join("fast"),
+                &mountpoint.join("fast"),
+                "FUSE (bindfs)",
+                &[ms(10), ms(100)],
+                true,
+                plan.fuse_updates,
+                (ms(150), ms(350)),
+            );
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&mountpoint)
+                .status();
+            for r in &result {
+                println!("{}: {} of {} missed", r.name, r.missed, r.published);
+            }
             return;
         }
 

@@ -184,6 +184,9 @@ pub struct Running {
     pub stderr: Arc<Mutex<String>>,
     /// Lines it printed: a start-up line counts as ready.
     pub lines: Arc<Mutex<usize>>,
+    /// Ours only: the error events it printed, which explain a missed
+    /// update when there is one.
+    pub errors: Arc<Mutex<Vec<String>>>,
 }
 
 impl Running {
@@ -266,14 +269,22 @@ pub fn spawn_command(peer: Peer, mut cmd: Command, dir: &Path) -> Running {
     let lines = Arc::new(Mutex::new(0));
     let stderr = Arc::new(Mutex::new(String::new()));
     let out = child.stdout.take().unwrap();
-    let (d, n, watched) = (detections.clone(), lines.clone(), dir.to_owned());
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let (d, n, errs, watched) = (
+        detections.clone(),
+        lines.clone(),
+        errors.clone(),
+        dir.to_owned(),
+    );
     thread::spawn(move || {
         for line in BufReader::new(out).lines() {
             let Ok(line) = line else { break };
             let now = SystemTime::now();
             *n.lock().unwrap() += 1;
-            if let Some(version) = version_of(peer, &line, &watched) {
-                d.lock().unwrap().push((version, now));
+            match version_of(peer, &line, &watched) {
+                Some(version) => d.lock().unwrap().push((version, now)),
+                None if peer == Peer::Ours => errs.lock().unwrap().push(line),
+                None => {}
             }
         }
     });
@@ -300,6 +311,7 @@ pub fn spawn_command(peer: Peer, mut cmd: Command, dir: &Path) -> Running {
         detections,
         stderr,
         lines,
+        errors,
     }
 }
 
