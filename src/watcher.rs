@@ -149,6 +149,24 @@ impl ShutdownListener {
     }
 }
 
+/// What [`Watcher::run`] and [`Watcher::run_many`] wait on between ticks:
+/// a timed wait that says whether to stop.
+///
+/// [`ShutdownListener`] is the usual one. A program can bring its own: the
+/// command-line tool, on Linux, waits for its termination signals with
+/// `sigtimedwait`, so that an idle tick is one `readlink` and that one
+/// wait, with no signal-handling thread.
+pub trait Wait {
+    /// Waits up to `timeout`; true when the loop should end.
+    fn wait(&self, timeout: Duration) -> bool;
+}
+
+impl Wait for ShutdownListener {
+    fn wait(&self, timeout: Duration) -> bool {
+        ShutdownListener::wait(self, timeout)
+    }
+}
+
 /// A connected [`Shutdown`] handle and listener. Keep the handle (or a
 /// clone) wherever the loop should be stopped from, e.g. a signal handler.
 pub fn shutdown_channel() -> (Shutdown, ShutdownListener) {
@@ -419,7 +437,7 @@ impl Watcher {
     /// Checks once, then every interval, handing events to `handler`, until
     /// `shutdown` fires. Only [`Shutdown::trigger`] stops it: dropping the
     /// [`Shutdown`] handles does not.
-    pub fn run(&mut self, shutdown: &ShutdownListener, handler: &mut impl EventHandler) {
+    pub fn run(&mut self, shutdown: &(impl Wait + ?Sized), handler: &mut impl EventHandler) {
         loop {
             let tick = Instant::now();
             if let Some(event) = self.check() {
@@ -439,7 +457,7 @@ impl Watcher {
     /// each watcher's idle check and nothing else.
     pub fn run_many(
         watchers: &mut [Watcher],
-        shutdown: &ShutdownListener,
+        shutdown: &(impl Wait + ?Sized),
         handler: &mut dyn FnMut(&[Watcher], Vec<Event>),
     ) {
         let interval = watchers

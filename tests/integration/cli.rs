@@ -127,9 +127,9 @@ fn env_vars_configure_the_watcher() {
 
 #[cfg(unix)]
 #[test]
-fn sigterm_and_sigint_end_a_5s_interval_at_once() {
+fn sigterm_sigint_and_sighup_end_a_5s_interval_at_once() {
     use rustix::process::Signal;
-    for signal in [Signal::TERM, Signal::INT] {
+    for signal in [Signal::TERM, Signal::INT, Signal::HUP] {
         let vol = vol!();
         vol.publish(&[("config.json", "{}")]);
         let mut cmd = bin();
@@ -139,6 +139,46 @@ fn sigterm_and_sigint_end_a_5s_interval_at_once() {
         let (took, status) = watch.signal_and_time_exit(signal);
         assert_eq!(status.code(), Some(0), "{signal:?}: {status}");
         assert!(took.as_millis() < 100, "{signal:?}: exit took {took:?}");
+    }
+}
+
+/// On Linux the loop waits for its signals with sigtimedwait: an idle watch
+/// is one thread (no signal-handling thread), and the signals it blocks for
+/// that are not blocked in the commands it starts.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_idle_watch_is_one_thread_and_its_commands_block_no_signal() {
+    let vol = vol!();
+    vol.publish(&[("config.json", r#"{"v":1}"#)]);
+    let idle = crate::helper::watch_json(&vol, &[]);
+    let threads = std::fs::read_dir(format!("/proc/{}/task", idle.child.id()))
+        .unwrap()
+        .count();
+    assert_eq!(threads, 1, "an idle watch without actions or listener");
+    drop(idle);
+
+    let out = tempfile::tempdir().unwrap();
+    let masks = |name: &str| out.path().join(name).display().to_string();
+    let run = crate::helper::watch_json(
+        &vol,
+        &[
+            "--validate-exec",
+            &format!(
+                "sh -c 'grep SigBlk /proc/self/status > {}'",
+                masks("validate")
+            ),
+            "--exec",
+            "sh",
+            "-c",
+            &format!("grep SigBlk /proc/self/status > {}", masks("exec")),
+        ],
+    );
+    vol.publish(&[("config.json", r#"{"v":2}"#)]);
+    let a = crate::helper::action(&run);
+    assert_eq!(a["ok"], json!(true), "{a}");
+    for name in ["validate", "exec"] {
+        let line = std::fs::read_to_string(masks(name)).unwrap();
+        assert_eq!(line.trim(), "SigBlk:\t0000000000000000", "{name}");
     }
 }
 

@@ -5,13 +5,12 @@
 mod cli;
 mod demo;
 mod publish;
+mod signals;
 mod watch;
 
 use std::{io, process::ExitCode};
 
 use clap::{CommandFactory, Parser, error::ErrorKind};
-use configmapwatch::shutdown_channel;
-
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
@@ -64,10 +63,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     false => ExitCode::FAILURE,
                 });
             }
-            let (shutdown, listener) = shutdown_channel();
-            ctrlc::set_handler(move || shutdown.trigger())
-                .map_err(|e| format!("cannot handle signals: {e}"))?;
-            watch::watch(&settings, &listener, io::stdout())?;
+            let signals = signals::listen()?;
+            watch::watch(&settings, &signals, io::stdout())?;
         }
     }
     Ok(ExitCode::SUCCESS)

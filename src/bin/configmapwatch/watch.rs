@@ -18,7 +18,7 @@ use configmapwatch::{
     serve::{Server, ServerOptions, Status},
     volume::Layout,
     volume::Snapshot,
-    watcher::{ShutdownListener, WatchOptions, Watcher},
+    watcher::{Wait, WatchOptions, Watcher},
 };
 
 /// How long `--once` waits for a volume in the middle of a swap to settle.
@@ -190,7 +190,7 @@ impl Print {
 /// most the shutdown timeout. An error is a listener that cannot start.
 pub fn watch(
     settings: &Settings,
-    shutdown: &ShutdownListener,
+    shutdown: &impl Wait,
     out: impl Write + Send + 'static,
 ) -> Result<(), String> {
     let print = settings.output;
