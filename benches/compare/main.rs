@@ -457,13 +457,19 @@ mod linux {
                     plan.node_window,
                 ));
             }
-            eprintln!("node scale: one configmapwatch watching {n} directories at 1 s");
-            node.push(scale::one_process(
-                tmp.path(),
-                n,
-                ms(1000),
-                plan.node_window,
-            ));
+            for peer in [Peer::Ours, Peer::Floor] {
+                eprintln!(
+                    "node scale: one {} watching {n} directories at 1 s",
+                    peer.label()
+                );
+                node.push(scale::one_process(
+                    tmp.path(),
+                    peer,
+                    n,
+                    ms(1000),
+                    plan.node_window,
+                ));
+            }
             eprintln!("node scale: {n} x inotifywait as uid 65534");
             inotify_limits.push(scale::inotify_limit(tmp.path(), n));
         }

@@ -1,7 +1,8 @@
 //! Node scale: N = 100 and 500 pod volumes on one machine, each watched by
-//! its own process (configmapwatch, or the C floor), or all by one
-//! configmapwatch given every directory; and N `inotifywait` as one
-//! non-root user under the machine's `fs.inotify.max_user_instances`.
+//! its own process (configmapwatch, or the C floor), or all by one process
+//! given every directory (configmapwatch, or the C floor); and N
+//! `inotifywait` as one non-root user under the machine's
+//! `fs.inotify.max_user_instances`.
 //!
 //! Every watcher runs as uid/gid 65534 (setpriv): per-user limits differ for
 //! root. Measured while idle: total CPU (schedstat, summed over every
@@ -195,29 +196,47 @@ pub fn separate(
 
 /// One configmapwatch given every one of the N directories (`--dir` once
 /// per volume).
-pub fn one_process(tmp: &Path, n: usize, interval: Duration, window: Duration) -> NodeFigures {
-    let dirs = volumes(&tmp.join(format!("node-one-{n}")), n);
+pub fn one_process(
+    tmp: &Path,
+    peer: Peer,
+    n: usize,
+    interval: Duration,
+    window: Duration,
+) -> NodeFigures {
+    let name = if peer == Peer::Floor { "floor" } else { "ours" };
+    let dirs = volumes(&tmp.join(format!("node-one-{name}-{n}")), n);
     let mut cmd = std::process::Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(env!("CARGO_BIN_EXE_configmapwatch"))
-        .args(["-o", "json", "-l", "warn", "-i"])
-        .arg(humantime::format_duration(interval).to_string());
-    for d in &dirs {
-        cmd.arg("-d").arg(d);
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+    match peer {
+        Peer::Floor => {
+            cmd.arg(peers::peers_dir().join("floor"))
+                .args(&dirs)
+                .arg(interval.as_nanos().to_string());
+        }
+        _ => {
+            cmd.arg(env!("CARGO_BIN_EXE_configmapwatch"))
+                .args(["-o", "json", "-l", "warn", "-i"])
+                .arg(humantime::format_duration(interval).to_string());
+            for d in &dirs {
+                cmd.arg("-d").arg(d);
+            }
+        }
     }
-    let mut running = peers::spawn_command(Peer::Ours, cmd, &dirs[0]);
+    let mut running = peers::spawn_command(peer, cmd, &dirs[0]);
     // Ready when every directory's initial event is in.
     let t = Instant::now();
     while running.detections.lock().unwrap().len() < n {
         if let Some(status) = running.child.try_wait().unwrap() {
             panic!(
-                "configmapwatch with {n} directories exited ({status}): {}",
+                "{} with {n} directories exited ({status}): {}",
+                peer.label(),
                 running.stderr.lock().unwrap()
             );
         }
         assert!(
             t.elapsed() < Duration::from_secs(60),
-            "configmapwatch with {n} directories: only {} initial events after 60 s",
+            "{} with {n} directories: only {} initial events after 60 s",
+            peer.label(),
             running.detections.lock().unwrap().len()
         );
         thread::sleep(Duration::from_millis(20));
@@ -233,7 +252,10 @@ pub fn one_process(tmp: &Path, n: usize, interval: Duration, window: Duration) -
     );
     running.stop();
     NodeFigures {
-        what: "one configmapwatch, every directory".into(),
+        what: match peer {
+            Peer::Floor => "one C floor process, every directory".into(),
+            _ => "one configmapwatch, every directory".into(),
+        },
         n,
         processes: 1,
         cpu_percent: cpu,
