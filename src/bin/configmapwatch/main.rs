@@ -4,6 +4,7 @@
 
 mod cli;
 mod demo;
+mod memory;
 mod publish;
 mod signals;
 mod watch;

@@ -58,7 +58,7 @@ mod imp {
             let mut left = timeout;
             loop {
                 let ts = libc::timespec {
-                    tv_sec: left.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+                    tv_sec: left.as_secs().min(i32::MAX as u64) as _,
                     tv_nsec: left.subsec_nanos().into(),
                 };
                 // SAFETY: the set and the timespec outlive the call; no
