@@ -67,7 +67,9 @@
 //!
 //! The untyped [`Watcher`]: [`Watcher::check`] is one tick (an idle tick is
 //! one `readlink` and no allocation), [`Watcher::run`] loops until a
-//! [`Shutdown`] fires.
+//! [`Shutdown`] fires. The wait between ticks is any [`Wait`]: a program
+//! that already blocks its termination signals can wait on them instead of
+//! a channel, as the command-line tool does on Linux with `sigtimedwait`.
 //!
 //! ```no_run
 //! use configmapwatch::{WatchOptions, Watcher, shutdown_channel};
