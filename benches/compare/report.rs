@@ -134,15 +134,20 @@ impl Report<'_> {
                     let others: f64 = s
                         .per_tick
                         .iter()
+                        // The wait between ticks: the tool's sigtimedwait on
+                        // Linux, a channel's futex for library loops, and
+                        // the restart of either after a stop.
                         .filter(|(n, _)| {
-                            !n.starts_with("readlink") && n != "futex" && n != "restart_syscall"
+                            !n.starts_with("readlink")
+                                && !["rt_sigtimedwait", "futex", "restart_syscall"]
+                                    .contains(&n.as_str())
                         })
                         .map(|p| p.1)
                         .sum::<f64>()
                         + 0.0;
                     targets.push(Target {
                         what: format!("every {every}: exactly one readlink per idle tick, nothing but the wait besides"),
-                        measured: format!("{readlinks:.3} readlink + {others:.3} other calls per tick (besides futex), {} ticks", s.ticks),
+                        measured: format!("{readlinks:.3} readlink + {others:.3} other calls per tick (besides the wait), {} ticks", s.ticks),
                         met: (readlinks - 1.0).abs() < 1e-9 && others < 0.01,
                     });
                 }
