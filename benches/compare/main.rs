@@ -273,6 +273,16 @@ mod linux {
         }
     }
 
+    fn fuse_unmount(mountpoint: &Path) {
+        let unmounted = Command::new("fusermount3")
+            .arg("-u")
+            .arg(mountpoint)
+            .status();
+        if !unmounted.is_ok_and(|s| s.success()) {
+            let _ = Command::new("umount").arg(mountpoint).status();
+        }
+    }
+
     pub fn main() {
         let quick = std::env::args().any(|a| a == "--quick");
         let secs = Duration::from_secs;
@@ -338,10 +348,7 @@ mod linux {
                 plan.fuse_updates,
                 (ms(150), ms(350)),
             );
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg(&mountpoint)
-                .status();
+            fuse_unmount(&mountpoint);
             for r in &result {
                 println!("{}: {} of {} missed", r.name, r.missed, r.published);
             }
@@ -406,13 +413,7 @@ mod linux {
                     plan.fuse_second_updates,
                     slow,
                 ));
-                let unmounted = Command::new("fusermount3")
-                    .arg("-u")
-                    .arg(&mountpoint)
-                    .status();
-                if !unmounted.is_ok_and(|s| s.success()) {
-                    let _ = Command::new("umount").arg(&mountpoint).status();
-                }
+                fuse_unmount(&mountpoint);
                 Ok(result)
             }
             Err(reason) => {
