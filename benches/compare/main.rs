@@ -273,6 +273,53 @@ mod linux {
         }
     }
 
+    /// Gaps between updates for the 10 ms / 100 ms pollers and the inotify
+    /// peers, and for the 1 s pollers.
+    const FAST_GAPS: (Duration, Duration) =
+        (Duration::from_millis(150), Duration::from_millis(350));
+    const SLOW_GAPS: (Duration, Duration) =
+        (Duration::from_millis(1100), Duration::from_millis(1900));
+
+    /// Lag through a bindfs mount of a volume under `tmp`: every peer at
+    /// 10 ms and 100 ms and the inotify peers, then (`with_1s`) every peer
+    /// at 1 s; `Err` (printed) when FUSE cannot be mounted here.
+    fn fuse_lags(tmp: &Path, plan: &Plan, with_1s: bool) -> Result<Vec<LagResult>, String> {
+        let ms = Duration::from_millis;
+        let source = tmp.join("fuse-source");
+        let mountpoint = tmp.join("fuse-mount");
+        if let Err(reason) = fuse_mount(&source, &mountpoint) {
+            eprintln!("FUSE COMPARISON SKIPPED: {reason}");
+            return Err(reason);
+        }
+        eprintln!(
+            "lag, bindfs FUSE mount: 10 ms, 100 ms, inotify ({} updates), 1 s ({} updates)",
+            plan.fuse_updates,
+            if with_1s { plan.fuse_second_updates } else { 0 }
+        );
+        let mut result = lag_stream(
+            &source.join("fast"),
+            &mountpoint.join("fast"),
+            "FUSE (bindfs)",
+            &[ms(10), ms(100)],
+            true,
+            plan.fuse_updates,
+            FAST_GAPS,
+        );
+        if with_1s {
+            result.extend(lag_stream(
+                &source.join("1s"),
+                &mountpoint.join("1s"),
+                "FUSE (bindfs)",
+                &[ms(1000)],
+                false,
+                plan.fuse_second_updates,
+                SLOW_GAPS,
+            ));
+        }
+        fuse_unmount(&mountpoint);
+        Ok(result)
+    }
+
     fn fuse_unmount(mountpoint: &Path) {
         let unmounted = Command::new("fusermount3")
             .arg("-u")
@@ -336,20 +383,7 @@ mod linux {
         // missed update without the hour-long run).
         if std::env::args().any(|a| a == "--fuse-only") {
             peers::setup();
-            let source = tmp.path().join("fuse-source");
-            let mountpoint = tmp.path().join("fuse-mount");
-            fuse_mount(&source, &mountpoint).unwrap();
-            let result = lag_stream(
-                &source.join("fast"),
-                &mountpoint.join("fast"),
-                "FUSE (bindfs)",
-                &[ms(10), ms(100)],
-                true,
-                plan.fuse_updates,
-                (ms(150), ms(350)),
-            );
-            fuse_unmount(&mountpoint);
-            for r in &result {
+            for r in &fuse_lags(tmp.path(), &plan, false).unwrap() {
                 println!("{}: {} of {} missed", r.name, r.missed, r.published);
             }
             return;
@@ -357,8 +391,6 @@ mod linux {
 
         eprintln!("peers: installing (cached under target/peers) and building the floor");
         let versions = peers::setup();
-        let fast = (ms(150), ms(350));
-        let slow = (ms(1100), ms(1900));
         eprintln!(
             "lag, local disk: every peer at 10 ms and 100 ms, inotify peers ({} updates)",
             plan.fast_updates
@@ -371,7 +403,7 @@ mod linux {
             &[ms(10), ms(100)],
             true,
             plan.fast_updates,
-            fast,
+            FAST_GAPS,
         );
         eprintln!(
             "lag, local disk: every peer at 1 s ({} updates)",
@@ -384,43 +416,10 @@ mod linux {
             &[ms(1000)],
             false,
             plan.second_updates,
-            slow,
+            SLOW_GAPS,
         ));
 
-        let source = tmp.path().join("fuse-source");
-        let mountpoint = tmp.path().join("fuse-mount");
-        let fuse = match fuse_mount(&source, &mountpoint) {
-            Ok(()) => {
-                eprintln!(
-                    "lag, bindfs FUSE mount: 10 ms, 100 ms, inotify ({} updates), 1 s ({} updates)",
-                    plan.fuse_updates, plan.fuse_second_updates
-                );
-                let mut result = lag_stream(
-                    &source.join("fast"),
-                    &mountpoint.join("fast"),
-                    "FUSE (bindfs)",
-                    &[ms(10), ms(100)],
-                    true,
-                    plan.fuse_updates,
-                    fast,
-                );
-                result.extend(lag_stream(
-                    &source.join("1s"),
-                    &mountpoint.join("1s"),
-                    "FUSE (bindfs)",
-                    &[ms(1000)],
-                    false,
-                    plan.fuse_second_updates,
-                    slow,
-                ));
-                fuse_unmount(&mountpoint);
-                Ok(result)
-            }
-            Err(reason) => {
-                eprintln!("FUSE COMPARISON SKIPPED: {reason}");
-                Err(reason)
-            }
-        };
+        let fuse = fuse_lags(tmp.path(), &plan, true);
 
         eprintln!("idle CPU, memory, system calls: every peer at 10 ms");
         let idle_runs = vec![
