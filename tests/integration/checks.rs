@@ -51,6 +51,7 @@ fn http_get(port: u16) -> Option<String> {
 
 #[test]
 fn validate_exec_blocks_a_conf_nginx_rejects_and_a_good_one_reloads_nginx_by_name() {
+    needs!("nginx");
     let vol = vol!();
     let work = vol.tmp.path().join("nginx");
     std::fs::create_dir(&work).unwrap();

@@ -126,7 +126,7 @@ fn watcher(
 
 #[test]
 fn prometheus_is_validated_reloaded_confirmed_and_a_rejected_reload_retried() {
-    tool("promtool");
+    needs!("prometheus", "promtool");
     let vol = vol!();
     vol.publish(&[("prometheus.yml", &prometheus_yml("15s"))]);
     let data = vol.tmp.path().join("tsdb");

@@ -68,6 +68,7 @@ impl Drop for Mount {
 /// (statx with AT_STATX_FORCE_SYNC) before reading it.
 #[test]
 fn a_file_looked_up_while_empty_is_read_whole_after_the_swap() {
+    needs!("bindfs", "fusermount3");
     let vol = vol!();
     vol.publish(&[("config.json", r#"{"v":1}"#)]);
     let Some(mount) = Mount::of(vol.path()) else {

@@ -18,8 +18,9 @@ use std::{
 use configmapwatch::{AtomicWriter, Outcome, Payload, Step, Swap};
 use serde_json::Value;
 
-/// Generous: only reached when something is broken.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+/// Generous: only reached when something is broken, so that a loaded
+/// machine (two builds beside the suite) never fails a healthy test.
+pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// A temporary volume directory and a kubelet-style writer for it.
 pub struct Vol {
@@ -52,8 +53,9 @@ pub fn no_symlinks(file: &str, line: u32) {
     if cfg!(target_os = "linux") {
         panic!("{file}:{line}: cannot create symlinks on Linux; every test must run here");
     }
-    println!(
-        "SKIPPED {file}:{line}: this platform cannot create symlinks (Wine, or Windows without Developer Mode)"
+    report_skip(
+        &format!("{file}:{line}"),
+        "this platform cannot create symlinks (Wine, or Windows without Developer Mode)",
     );
 }
 
@@ -82,11 +84,105 @@ pub fn action(run: &Running) -> Value {
 /// CI installs every tool and runs as root, that is a failure instead.
 pub fn skip(test: &str, why: &str) {
     assert!(
-        !(cfg!(target_os = "linux") && std::env::var_os("CI").is_some()),
+        !(cfg!(target_os = "linux") && under_ci()),
         "{test}: {why}; on Linux CI every test must run"
     );
-    println!("SKIPPED {test}: {why}");
+    report_skip(test, why);
 }
+
+/// Whether this is CI's run (`CI=true`), where every outside tool must be
+/// there.
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// The outside programs tests run, each with the Debian package that has
+/// it: the README's test section lists the same.
+pub const TOOLS: &[(&str, &str)] = &[
+    ("nginx", "nginx"),
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
+    ("bindfs", "bindfs"),
+    ("fusermount3", "fuse3"),
+    ("openssl", "openssl"),
+];
+
+/// Whether every one of `tools` is installed. Where one is not, the test
+/// is skipped, one line naming the tool and its package (a failure under
+/// `CI=true`), and the caller returns: see [`needs!`]. Looks the tools up
+/// on PATH and in sbin; it never runs the code under test.
+pub fn have_tools(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| find_tool(t).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let mut packages: Vec<&str> = missing.iter().map(|t| package_of(t)).collect();
+    packages.dedup();
+    let test = thread::current().name().unwrap_or("a test").to_owned();
+    skip(
+        &test,
+        &format!(
+            "{} not installed (apt-get install {})",
+            missing.join(", "),
+            packages.join(" ")
+        ),
+    );
+    false
+}
+
+fn package_of(tool: &str) -> &'static str {
+    TOOLS
+        .iter()
+        .find(|(t, _)| *t == tool)
+        .map(|(_, p)| *p)
+        .unwrap_or_else(|| panic!("{tool} is not in helper::TOOLS: add it with its package"))
+}
+
+/// The skips so far, printed again as a count when the test binary exits.
+static SKIPPED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Prints `SKIPPED <test>: <why>` past the test harness's capture (a
+/// passing test's output is otherwise hidden), and remembers it for the
+/// count printed at exit.
+fn report_skip(test: &str, why: &str) {
+    let line = format!("SKIPPED {test}: {why}");
+    let _ = writeln!(std::io::stderr(), "{line}");
+    let mut skipped = SKIPPED.lock().unwrap_or_else(|e| e.into_inner());
+    if skipped.is_empty() {
+        at_exit_print_skips();
+    }
+    skipped.push(line);
+}
+
+/// After the harness's own result line: how many tests were skipped, and
+/// the one command that installs every outside tool.
+#[cfg(target_os = "linux")]
+fn at_exit_print_skips() {
+    extern "C" fn print_skips() {
+        let skipped = SKIPPED.lock().unwrap_or_else(|e| e.into_inner());
+        let mut packages: Vec<&str> = TOOLS.iter().map(|(_, p)| *p).collect();
+        packages.dedup();
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n{} test(s) SKIPPED (each said why above); to run them all: apt-get install -y {}",
+            skipped.len(),
+            packages.join(" ")
+        );
+    }
+    // SAFETY: `print_skips` is a plain function that only locks a static
+    // and writes to stderr; atexit has no other precondition.
+    unsafe {
+        libc::atexit(print_skips);
+    }
+}
+
+/// Elsewhere (Wine) each skip's own line is the record: CI counts them.
+#[cfg(not(target_os = "linux"))]
+fn at_exit_print_skips() {}
 
 /// A kubelet-style volume, or (where symlinks cannot be made, never on
 /// Linux) a printed skip and an early return from the test.
@@ -98,6 +194,17 @@ macro_rules! vol {
                 crate::helper::no_symlinks(file!(), line!());
                 return Default::default();
             }
+        }
+    };
+}
+
+/// Returns from the test (after one SKIPPED line naming each missing tool
+/// and its package) unless every named outside tool is installed; under
+/// `CI=true` a missing tool fails the test instead.
+macro_rules! needs {
+    ($($tool:literal),+ $(,)?) => {
+        if !crate::helper::have_tools(&[$($tool),+]) {
+            return;
         }
     };
 }
@@ -254,12 +361,21 @@ impl Running {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"))
     }
 
-    /// Events until one of `kind` for `version` arrives.
+    /// Events until one of `kind` for `version` arrives, which is returned;
+    /// the others are dropped (see [`Running::events_until`] to keep them).
     pub fn event_for(&self, kind: &str, version: &str) -> Value {
+        self.events_until(kind, version).pop().unwrap()
+    }
+
+    /// Every event up to and including the first of `kind` for `version`.
+    pub fn events_until(&self, kind: &str, version: &str) -> Vec<Value> {
+        let mut events = Vec::new();
         loop {
             let e = self.event();
-            if e["event"] == kind && e["version"] == version {
-                return e;
+            let found = e["event"] == kind && e["version"] == version;
+            events.push(e);
+            if found {
+                return events;
             }
         }
     }
@@ -461,21 +577,29 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-/// A tool CI installs: its absence fails the test, it never skips it.
+/// An outside tool a test has checked for with [`needs!`].
 pub fn tool(name: &str) -> Command {
     Command::new(tool_path(name))
 }
 
-/// Where a tool CI installs lives: on PATH, or in an sbin directory (nginx).
+/// Where an outside tool lives (on PATH, or in an sbin directory: nginx);
+/// the test must have checked for it with [`needs!`].
 pub fn tool_path(name: &str) -> PathBuf {
+    find_tool(name).unwrap_or_else(|| {
+        panic!(
+            "{name} is not installed: the test should start with needs!(\"{name}\") \
+             (apt-get install {})",
+            package_of(name)
+        )
+    })
+}
+
+fn find_tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin".into(), "/sbin".into()])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("{name} is not installed (CI installs it; apt-get install it here)")
-        })
 }
 
 /// A port free on 127.0.0.1 for a server the test starts (nginx,

@@ -20,6 +20,7 @@ use crate::helper::{
 
 #[test]
 fn metrics_follow_reloads_and_errors_and_pass_promtool() {
+    needs!("promtool");
     let vol = vol!();
     let v1 = vol.publish(&[("config.json", r#"{"n":1}"#)]);
     // The first call answers 200, the second 500: one good reload, one failed.
