@@ -485,11 +485,11 @@ fn run_action(action: &Action, event: &Event, round: &Round<'_>) -> ActionReport
     };
     match &report.error {
         None => log::info!(
-            "{} {}: ok for {} after {} attempt(s)",
+            "{} {}: ok for {} after {}",
             report.action,
             report.target,
             report.version,
-            attempts
+            self::attempts(attempts)
         ),
         Some(e) => log::warn!(
             "{} {}: FAILED for {}: {e}",
@@ -499,4 +499,12 @@ fn run_action(action: &Action, event: &Event, round: &Round<'_>) -> ActionReport
         ),
     }
     report
+}
+
+/// "1 attempt", "3 attempts".
+pub(crate) fn attempts(n: u32) -> String {
+    match n {
+        1 => "1 attempt".to_owned(),
+        n => format!("{n} attempts"),
+    }
 }

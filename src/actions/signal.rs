@@ -47,6 +47,9 @@ impl SignalAction {
     /// A signal by name (`HUP`, `SIGUSR1`, ...) for `target`.
     #[cfg(unix)]
     pub fn new(name: &str, target: PidSource) -> Result<Self, String> {
+        if let Some(refused) = unsupported_here(std::env::consts::OS, &target) {
+            return Err(refused);
+        }
         let upper = name.to_ascii_uppercase();
         let short = upper.strip_prefix("SIG").unwrap_or(&upper);
         let (name, signal) = SIGNALS.iter().find(|(n, _)| *n == short).ok_or_else(|| {
@@ -63,7 +66,8 @@ impl SignalAction {
         })
     }
 
-    /// Signals do not exist on Windows.
+    /// Signals do not exist on Windows: refused at startup, like
+    /// [`unsupported_here`]'s cases.
     #[cfg(not(unix))]
     pub fn new(name: &str, target: PidSource) -> Result<Self, String> {
         let _ = (name, target);
@@ -128,5 +132,43 @@ impl SignalAction {
             "cannot send {} to pid {pid}: not supported",
             self.name
         ))
+    }
+}
+
+/// What `os` cannot do for `target`, refused at startup rather than on
+/// every change: finding a process by name reads Linux's /proc, which
+/// macOS and the BSDs do not have.
+#[cfg(unix)]
+fn unsupported_here(os: &str, target: &PidSource) -> Option<String> {
+    let os = match os {
+        "linux" => return None,
+        "macos" => "macOS",
+        other => other,
+    };
+    matches!(target, PidSource::Name(_)).then(|| {
+        format!("--process-name is not supported on {os}; use --pid or --pid-file instead")
+    })
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_name_is_refused_at_startup_where_there_is_no_proc() {
+        let name = PidSource::Name("nginx".into());
+        assert_eq!(
+            unsupported_here("macos", &name).as_deref(),
+            Some("--process-name is not supported on macOS; use --pid or --pid-file instead")
+        );
+        assert!(unsupported_here("freebsd", &name).is_some());
+        assert_eq!(unsupported_here("linux", &name), None);
+        assert_eq!(unsupported_here("macos", &PidSource::Pid(1)), None);
+        // On this platform, the constructor says the same.
+        let made = SignalAction::new("HUP", name);
+        assert_eq!(
+            made.is_err(),
+            unsupported_here(std::env::consts::OS, &PidSource::Name("x".into())).is_some()
+        );
     }
 }

@@ -94,13 +94,30 @@ impl Webhook {
     /// mistakes are startup errors, not failed reloads later.
     pub fn new(url: &str, options: WebhookOptions) -> Result<Self, String> {
         let display = redact_url(url);
-        let (rest, https) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
-            (Some(rest), _) => (rest, false),
-            (_, Some(rest)) => (rest, true),
+        // Parsed now with the parser the request itself goes through, so
+        // that a URL it would refuse (a space in the host, a port past
+        // 65535) is a usage error at startup, not a round retried forever.
+        let uri: ureq::http::Uri = url
+            .parse()
+            .map_err(|e| format!("{display}: not a valid URL: {e}"))?;
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
             _ => return Err(format!("{display}: not an http:// or https:// URL")),
         };
-        if authority(rest).is_empty() {
+        if uri.host().is_none_or(str::is_empty) {
             return Err(format!("{display}: no host"));
+        }
+        // The parser keeps a port it cannot read as "no port": look.
+        let port_text = uri
+            .authority()
+            .and_then(|a| a.as_str().rsplit_once(':'))
+            .map(|(_, p)| p)
+            .filter(|p| !p.contains(']'));
+        if port_text.is_some_and(|p| !p.is_empty() && p.parse::<u16>().is_err()) {
+            return Err(format!(
+                "{display}: the port is not a number from 0 to 65535"
+            ));
         }
         ureq::http::Method::from_bytes(options.method.as_bytes())
             .map_err(|_| format!("invalid HTTP method {:?}", options.method))?;
@@ -164,7 +181,10 @@ impl Webhook {
             if attempts > self.options.retries {
                 return (
                     attempts,
-                    Err(format!("{error} (gave up after {attempts} attempts)")),
+                    Err(format!(
+                        "{error} (gave up after {})",
+                        super::attempts(attempts)
+                    )),
                 );
             }
             let delay = backoff(attempts);
@@ -292,10 +312,6 @@ fn backoff(attempt: u32) -> Duration {
     d / 2 + d.mul_f64(fastrand::f64() / 2.0)
 }
 
-fn authority(rest: &str) -> &str {
-    rest.split(['/', '?', '#']).next().unwrap_or("")
-}
-
 /// The URL with any userinfo and query string replaced by `***`.
 pub fn redact_url(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
@@ -373,6 +389,16 @@ mod tests {
             assert!(e.contains("/nonexistent/ca.pem"), "{e}");
         }
         assert!(Webhook::new("http:///x", o()).is_err());
+        for bad in [
+            "http://exa mple/",
+            "http://h:99999/",
+            "http://h/a b",
+            "http://",
+        ] {
+            let e = Webhook::new(bad, o()).unwrap_err();
+            assert!(e.starts_with("http://"), "{bad}: {e}");
+        }
+        assert!(Webhook::new("http://[::1]:8080/-/reload?x=1", o()).is_ok());
         let bad_method = WebhookOptions {
             method: "BAD METHOD".into(),
             ..o()

@@ -93,6 +93,13 @@ fn a_slow_webhook_times_out() {
     let a = action(&run);
     assert_eq!((&a["ok"], &a["attempts"]), (&json!(false), &json!(1)));
     assert!(a["error"].as_str().unwrap().contains("timed out"), "{a}");
+    assert!(
+        a["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("(gave up after 1 attempt)"),
+        "{a}"
+    );
     assert!(a["duration_ms"].as_f64().unwrap() < 2000.0, "{a}");
 }
 
@@ -186,7 +193,12 @@ fn a_burst_during_a_round_collapses_into_one_round_for_the_latest() {
     vol.publish(&[("config.json", "0")]);
     let run = watch_json(
         &vol,
-        &["--webhook-url", &server.url("/"), "--webhook-timeout", "60s"],
+        &[
+            "--webhook-url",
+            &server.url("/"),
+            "--webhook-timeout",
+            "60s",
+        ],
     );
     // Every event of the stream is kept: an action line that arrives while
     // the burst is published counts as much as one read after it.

@@ -268,6 +268,14 @@ fn usage_errors_exit_2_with_a_clear_message() {
         (&["--output", "yaml"], "possible values: text, json"),
         (&["--all-keys", "--file", "x.json"], "cannot be used with"),
         (&["--log-level", "loud"], "expected one of off"),
+        // Parsed at startup by the request's own URL parser, not retried
+        // forever on every change.
+        (&["--webhook-url", "http://exa mple/"], "not a valid URL"),
+        (&["--webhook-url", "http://h:70000/"], "port"),
+        (
+            &["--confirm-exec", "true", "--webhook-url", "ftp://h/"],
+            "not an http",
+        ),
     ] {
         let out = bin().args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -321,8 +329,64 @@ fn publish_follows_kubectl_and_skips_unchanged_payloads() {
         .args(["--from-literal", "..x=1"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("must not start with '..'"));
+}
+
+#[test]
+fn publish_usage_errors_exit_2_and_write_failures_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vol = tmp.path().join("vol");
+    let big = tmp.path().join("big.json");
+    fs::write(&big, "x".repeat(2048)).unwrap();
+    let missing = tmp.path().join("missing.json");
+    for (args, expected) in [
+        (
+            vec!["--from-file".to_owned(), missing.display().to_string()],
+            "missing.json",
+        ),
+        (
+            vec![
+                "--from-literal".into(),
+                "a=1".into(),
+                "--mode".into(),
+                "b=0600".into(),
+            ],
+            "--mode names a key the payload does not have",
+        ),
+        (
+            vec![
+                "--from-file".into(),
+                big.display().to_string(),
+                "--max-file-size".into(),
+                "1KiB".into(),
+            ],
+            "over the 1024-byte limit",
+        ),
+    ] {
+        let out = bin()
+            .args(["publish", "--dir"])
+            .arg(&vol)
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(stderr.contains("Usage: configmapwatch publish"), "{stderr}");
+    }
+    // The command line is right; the writing fails: 1.
+    let file = tmp.path().join("a-file");
+    fs::write(&file, "").unwrap();
+    let out = bin()
+        .args(["publish", "--dir"])
+        .arg(file.join("vol"))
+        .args(["--from-literal", "a=1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot create"), "{stderr}");
 }
 
 #[test]

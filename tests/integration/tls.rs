@@ -8,7 +8,7 @@
 use std::{
     net::TcpStream,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Stdio,
 };
 
 use crate::helper::{Reaped, bin, free_port, tool, wait_until};

@@ -81,7 +81,8 @@ pub enum Command {
 pub struct WatchArgs {
     /// The mounted volume directory; repeatable (e.g. a config ConfigMap, a
     /// rules ConfigMap and a Secret feeding one reload). Each is read as its
-    /// own consistent snapshot on the same tick. [env: comma-separated]
+    /// own consistent snapshot on the same tick. The variable takes a
+    /// comma-separated list.
     #[arg(
         short,
         long,

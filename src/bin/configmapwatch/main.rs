@@ -42,7 +42,17 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             demo::run(&mut io::stdout())
                 .map_err(|e| format!("demo failed: {}", configmapwatch::error_chain(&*e)))?;
         }
-        Some(Command::Publish(args)) => publish::run(&args)?,
+        Some(Command::Publish(args)) => match publish::run(&args) {
+            Ok(()) => {}
+            Err(publish::Failure::Usage(message)) => {
+                let mut cli = Cli::command();
+                // Built, so that the usage line names "configmapwatch publish".
+                cli.build();
+                let publish = cli.find_subcommand_mut("publish").expect("publish exists");
+                publish.error(ErrorKind::ValueValidation, message).exit()
+            }
+            Err(publish::Failure::Write(message)) => return Err(message),
+        },
         None => {
             let settings = cli
                 .watch

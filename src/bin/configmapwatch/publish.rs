@@ -101,18 +101,32 @@ impl PublishArgs {
     }
 }
 
+/// Why `publish` failed: the command line (exit status 2, like every
+/// usage error) or the writing itself (1).
+#[derive(Debug)]
+pub enum Failure {
+    /// A key, file or option the command line names is refused.
+    Usage(String),
+    /// The volume could not be written.
+    Write(String),
+}
+
 /// Runs `publish`, printing what it did.
-pub fn run(args: &PublishArgs) -> Result<(), String> {
-    let payload = args.payload().map_err(|e| e.chain())?;
+pub fn run(args: &PublishArgs) -> Result<(), Failure> {
+    let payload = args.payload().map_err(|e| Failure::Usage(e.chain()))?;
     if let Some((key, size)) = payload
         .largest()
         .filter(|(_, n)| *n as u64 > args.max_file_size)
     {
-        return Err(format!(
+        return Err(Failure::Usage(format!(
             "key {key} is {size} bytes, over the {}-byte limit (--max-file-size)",
             args.max_file_size
-        ));
+        )));
     }
+    write(args, &payload).map_err(Failure::Write)
+}
+
+fn write(args: &PublishArgs, payload: &Payload) -> Result<(), String> {
     if !args.dir.exists() {
         // The kubelet creates the mount point before writing.
         std::fs::create_dir_all(&args.dir)
@@ -128,7 +142,7 @@ pub fn run(args: &PublishArgs) -> Result<(), String> {
             eprintln!("configmapwatch: repair: removed {}", removed.join(", "));
         }
     }
-    match writer.write(&payload).map_err(|e| e.chain())? {
+    match writer.write(payload).map_err(|e| e.chain())? {
         Outcome::Written { version, previous } => match previous {
             Some(previous) => println!("published {version} (replacing {previous})"),
             None => println!("published {version}"),
