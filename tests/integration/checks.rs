@@ -103,22 +103,20 @@ fn validate_exec_blocks_a_conf_nginx_rejects_and_a_good_one_reloads_nginx_by_nam
         .unwrap();
     assert_ne!(uid, "0", "nginx must run as a non-root user");
 
+    // The README's recipe, as written but for the paths and the name.
+    let recipe = crate::helper::readme_command(
+        "--process-name nginx",
+        &[
+            ("/etc/nginx/conf.d", vol.path().display().to_string()),
+            (
+                "nginx -t -c {}",
+                format!("{} -t -c {{}}", tool_path("nginx").display()),
+            ),
+            ("nginx", name.clone()),
+        ],
+    );
     let mut cmd = bin();
-    cmd.args([
-        "-o",
-        "json",
-        "-i",
-        "10ms",
-        "--file",
-        "nginx.conf",
-        "--format",
-        "text",
-    ])
-    .arg("-d")
-    .arg(vol.path())
-    .args(["--validate-exec"])
-    .arg(format!("{} -t -c {{}}", tool_path("nginx").display()))
-    .args(["--signal", "HUP", "--process-name", &name]);
+    cmd.args(["-o", "json", "-i", "10ms"]).args(recipe);
     let run = Running::spawn(cmd);
     run.event();
 

@@ -110,15 +110,24 @@ fn watcher(
     prom: &Prometheus,
     validate: bool,
 ) -> (Running, std::net::SocketAddr) {
-    let mut cmd = watch_served(vol.path());
-    cmd.args(["--file", "prometheus.yml"])
-        .args(["--webhook-retries", "0", "--webhook-url"])
-        .arg(prom.url("/-/reload"))
-        .arg("--confirm-url")
-        .arg(prom.url("/api/v1/status/runtimeinfo"));
-    if validate {
-        cmd.args(["--validate-exec", "promtool check config {}"]);
+    // The README's recipe, as written but for the paths and addresses
+    // (and without its checker where the test needs a reload refused by
+    // Prometheus itself).
+    let mut recipe = crate::helper::readme_command(
+        "--confirm-url http://127.0.0.1:9090",
+        &[
+            ("/etc/prometheus", vol.path().display().to_string()),
+            ("http://127.0.0.1:9090", prom.url("")),
+            (":9533", "127.0.0.1:0".to_owned()),
+        ],
+    );
+    if !validate {
+        let at = recipe.iter().position(|a| a == "--validate-exec").unwrap();
+        recipe.drain(at..at + 2);
     }
+    let mut cmd = crate::helper::bin();
+    cmd.args(["-o", "json", "-i", "10ms", "--webhook-retries", "0"])
+        .args(recipe);
     let (run, addr) = spawn_served(cmd);
     assert_eq!(run.event()["event"], "initial");
     (run, addr)

@@ -105,6 +105,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("bindfs", "bindfs"),
     ("fusermount3", "fuse3"),
     ("openssl", "openssl"),
+    ("jq", "jq"),
 ];
 
 /// Whether every one of `tools` is installed. Where one is not, the test
@@ -635,4 +636,68 @@ pub fn spawn_served(cmd: Command) -> (Running, SocketAddr) {
     let run = Running::spawn(cmd);
     let addr = served_at(&run.stderr);
     (run, addr)
+}
+
+/// Every command line in the README's code blocks that runs configmapwatch
+/// (`\` continuations joined, a trailing `# comment` and a `$ ` prompt
+/// dropped), as written.
+pub fn readme_commands() -> Vec<String> {
+    let readme = include_str!("../../README.md");
+    let mut commands = Vec::new();
+    let mut in_block = false;
+    let mut pending: Option<String> = None;
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_block = !in_block;
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        let line = line.strip_prefix("$ ").unwrap_or(line);
+        let line = match line.find("  #") {
+            Some(at) => &line[..at],
+            None => line,
+        };
+        let text = match pending.take() {
+            Some(mut so_far) => {
+                so_far.push(' ');
+                so_far.push_str(line.trim());
+                so_far
+            }
+            // Not the Cargo.toml line `configmapwatch = { ... }`.
+            None if line.starts_with("configmapwatch ") && !line.contains(" = ") => {
+                line.trim().to_owned()
+            }
+            None => continue,
+        };
+        match text.strip_suffix('\\') {
+            Some(head) => pending = Some(head.trim_end().to_owned()),
+            None => commands.push(text),
+        }
+    }
+    commands
+}
+
+/// The arguments of the one README command containing `marker`, split as a
+/// shell would, without the program name. Each argument equal to a `from`
+/// of `replace` becomes its `to`; a `from` holding a `/` (a path or URL) is
+/// also replaced inside arguments.
+pub fn readme_command(marker: &str, replace: &[(&str, String)]) -> Vec<String> {
+    let found: Vec<String> = readme_commands()
+        .into_iter()
+        .filter(|c| c.contains(marker))
+        .collect();
+    assert_eq!(found.len(), 1, "README commands with {marker:?}: {found:?}");
+    let words = shell_words::split(&found[0]).unwrap();
+    words[1..]
+        .iter()
+        .map(|arg| match replace.iter().find(|(from, _)| from == arg) {
+            Some((_, to)) => to.clone(),
+            None => replace
+                .iter()
+                .filter(|(from, _)| from.contains('/'))
+                .fold(arg.clone(), |arg, (from, to)| arg.replace(from, to)),
+        })
+        .collect()
 }

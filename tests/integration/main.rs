@@ -20,6 +20,7 @@ mod interleave;
 mod live;
 mod once;
 mod reader;
+mod readme;
 mod serve;
 mod tls;
 mod torture;

@@ -197,7 +197,8 @@ fn publish_honours_max_file_size() {
         ],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // A usage error: the file the command line names is refused.
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--max-file-size"), "{stderr}");
     assert!(!tmp.path().join("vol").join("..data").exists());
 }
