@@ -540,24 +540,137 @@ fn log_level_is_not_under_the_actions_heading() {
     }
 }
 
-/// The arguments of the `--help` example whose command line contains
-/// `marker`, with `replace` applied to each (paths and URLs of the target).
-fn help_example(marker: &str, replace: &[(&str, String)]) -> Vec<String> {
+/// The `--help` examples' command lines.
+fn help_examples() -> Vec<String> {
     let out = bin().arg("--help").output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
-    let line = help
-        .lines()
-        .find(|l| l.trim_start().starts_with("configmapwatch ") && l.contains(marker))
-        .unwrap_or_else(|| panic!("no example with {marker}:\n{help}"));
-    line.split_whitespace()
-        .skip(1)
-        .map(|arg| {
-            replace
-                .iter()
-                .find(|(from, _)| *from == arg)
-                .map_or_else(|| arg.to_owned(), |(_, to)| to.clone())
-        })
+    help.lines()
+        .skip_while(|l| !l.starts_with("Examples:"))
+        .map(str::trim)
+        .filter(|l| l.starts_with("configmapwatch "))
+        .map(str::to_owned)
         .collect()
+}
+
+/// The arguments of the `--help` example whose command line contains
+/// `marker`, with `replace` applied (paths and URLs of the target).
+fn help_example(marker: &str, replace: &[(&str, String)]) -> Vec<String> {
+    let examples = help_examples();
+    let line = examples
+        .iter()
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no example with {marker}: {examples:?}"));
+    crate::helper::example_args(line, replace)
+}
+
+/// Each `--help` example is claimed by the test that runs it.
+#[test]
+fn every_help_example_is_run_by_a_test() {
+    const RUN_BY: &[(&str, &str)] = &[
+        ("--interval 5s", "the_plain_help_examples_work"),
+        ("--output json", "the_plain_help_examples_work"),
+        ("--exec sh -c", "the_plain_help_examples_work"),
+        ("--once", "the_plain_help_examples_work"),
+        ("publish --dir ./vol", "the_plain_help_examples_work"),
+        ("/-/reload", "the_prometheus_help_example_fires"),
+        ("--pid-file", "the_nginx_help_example_fires"),
+        (
+            "configmapwatch demo",
+            "demo_runs_and_shows_every_kind_of_event",
+        ),
+    ];
+    let examples = help_examples();
+    assert!(examples.len() >= 8, "{examples:?}");
+    for example in examples {
+        assert!(
+            RUN_BY.iter().any(|(marker, _)| example.contains(marker)),
+            "no test runs this --help example: {example}"
+        );
+    }
+}
+
+/// The examples without an outside target, as written but for paths.
+#[test]
+fn the_plain_help_examples_work() {
+    let vol = vol!();
+    vol.publish(&[("config.json", r#"{"v":1}"#), ("app.txt", "hi")]);
+    let dir = vol.path().display().to_string();
+    let replace = [
+        ("/opt/config", dir.clone()),
+        ("/etc/app", dir.clone()),
+        (
+            "/tmp/config.json",
+            vol.tmp.path().join("out.json").display().to_string(),
+        ),
+    ];
+
+    // Watching prints the initial config at once, whatever the interval.
+    let mut cmd = bin();
+    cmd.args(help_example("--interval 5s", &replace));
+    let running = Running::spawn(cmd);
+    let line = running.line();
+    assert!(
+        line.contains(" initial ") && line.contains(r#"config={"v":1}"#),
+        "{line}"
+    );
+    drop(running);
+
+    let mut cmd = bin();
+    cmd.args(help_example("--output json", &replace));
+    let running = Running::spawn(cmd);
+    let initial = running.event();
+    assert_eq!(
+        initial["config"],
+        json!({"config.json": {"v": 1}, "app.txt": "hi"})
+    );
+    drop(running);
+
+    let out = bin()
+        .args(help_example("--once", &replace))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#"config={"v":1}"#));
+
+    #[cfg(unix)]
+    if crate::helper::have_tools(&["jq"]) {
+        let mut cmd = bin();
+        cmd.args(["-i", "10ms"])
+            .args(help_example("--exec sh -c", &replace));
+        let running = Running::spawn(cmd);
+        running.line(); // the initial config
+        vol.publish(&[("config.json", r#"{"v":2}"#), ("app.txt", "hi")]);
+        let out = vol.tmp.path().join("out.json");
+        crate::helper::wait_until("jq to write the new config", || {
+            fs::read_to_string(&out)
+                .ok()
+                .and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok())
+                == Some(json!({"v": 2}))
+        });
+    }
+
+    let cwd = tempfile::tempdir().unwrap();
+    fs::write(cwd.path().join("config.json"), "{}").unwrap();
+    let out = bin()
+        .args(help_example("publish --dir ./vol", &[]))
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = |k: &str| fs::read_to_string(cwd.path().join("vol").join(k)).unwrap();
+    assert_eq!(
+        (key("config.json"), key("mode")),
+        ("{}".to_owned(), "debug".to_owned())
+    );
 }
 
 /// The Prometheus example, run against a volume shaped like Prometheus's

@@ -679,17 +679,24 @@ pub fn readme_commands() -> Vec<String> {
     commands
 }
 
-/// The arguments of the one README command containing `marker`, split as a
-/// shell would, without the program name. Each argument equal to a `from`
-/// of `replace` becomes its `to`; a `from` holding a `/` (a path or URL) is
-/// also replaced inside arguments.
+/// The arguments of the one README command containing `marker`: see
+/// [`example_args`].
 pub fn readme_command(marker: &str, replace: &[(&str, String)]) -> Vec<String> {
     let found: Vec<String> = readme_commands()
         .into_iter()
         .filter(|c| c.contains(marker))
         .collect();
     assert_eq!(found.len(), 1, "README commands with {marker:?}: {found:?}");
-    let words = shell_words::split(&found[0]).unwrap();
+    example_args(&found[0], replace)
+}
+
+/// A documented command line's arguments, split as a shell would, without
+/// the program name. Each argument equal to a `from` of `replace` becomes
+/// its `to`; a `from` holding a `/` (a path or URL) is also replaced inside
+/// arguments.
+pub fn example_args(line: &str, replace: &[(&str, String)]) -> Vec<String> {
+    let words = shell_words::split(line).unwrap();
+    assert_eq!(words[0], "configmapwatch", "{line}");
     words[1..]
         .iter()
         .map(|arg| match replace.iter().find(|(from, _)| from == arg) {

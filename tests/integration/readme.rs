@@ -67,9 +67,8 @@ fn every_readme_command_is_run_by_a_test() {
 
 /// Runs `configmapwatch ARGS` in `cwd` to completion; its stdout.
 fn run_in(cwd: &Path, command: &str) -> String {
-    let words = shell_words::split(command).unwrap();
-    assert_eq!(words[0], "configmapwatch", "{command}");
-    let out = bin().args(&words[1..]).current_dir(cwd).output().unwrap();
+    let args = crate::helper::example_args(command, &[]);
+    let out = bin().args(&args).current_dir(cwd).output().unwrap();
     assert!(
         out.status.success(),
         "{command}: {}",
@@ -102,9 +101,9 @@ fn the_dev_host_and_publish_recipes_work_as_written() {
     // "On a Windows or macOS dev host": publish, watch, edit, publish.
     fs::write(cwd.join("config.json"), r#"{"v": 1}"#).unwrap();
     assert!(run_in(cwd, &first).starts_with("published .."));
-    let words = shell_words::split(&watch).unwrap();
     let mut cmd = bin();
-    cmd.args(&words[1..]).current_dir(cwd);
+    cmd.args(crate::helper::example_args(&watch, &[]))
+        .current_dir(cwd);
     let running = Running::spawn(cmd);
     let initial = running.line();
     assert!(
