@@ -202,6 +202,8 @@ macro_rules! vol {
 /// Returns from the test (after one SKIPPED line naming each missing tool
 /// and its package) unless every named outside tool is installed; under
 /// `CI=true` a missing tool fails the test instead.
+// Every test that needs an outside tool is Unix-only: unused on Windows.
+#[allow(unused_macros)]
 macro_rules! needs {
     ($($tool:literal),+ $(,)?) => {
         if !crate::helper::have_tools(&[$($tool),+]) {

@@ -2,13 +2,11 @@
 //! replaced by the test's own) against a volume written the kubelet's way:
 //! a recipe that stopped working fails here, not in a user's pod.
 
-use std::{fs, path::Path, process::Stdio};
+use std::{fs, path::Path};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helper::{
-    HookServer, Reaped, Running, bin, readme_command, readme_commands, wait_until,
-};
+use crate::helper::{HookServer, Running, bin, readme_command, readme_commands, wait_until};
 
 /// Each README command is claimed by the test that runs it, through a
 /// piece of its text (the rest, synopses, are run by the usage tests).
@@ -184,14 +182,14 @@ fn the_exec_recipe_writes_the_config_and_signals_the_app() {
     let app = vol.tmp.path().join("run-app");
     fs::create_dir(&app).unwrap();
     // The app: writes its pid, and says so on each SIGUSR1.
-    let _app = Reaped(
+    let _app = crate::helper::Reaped(
         std::process::Command::new("sh")
             .args([
                 "-c",
                 r#"trap 'echo reloaded >> got' USR1; echo $$ > pid; while :; do sleep 0.05; done"#,
             ])
             .current_dir(&app)
-            .stdout(Stdio::null())
+            .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap(),
     );
@@ -212,7 +210,7 @@ fn the_exec_recipe_writes_the_config_and_signals_the_app() {
     vol.publish(&[("config.json", r#"{"v":2}"#)]);
     wait_until("the config written by jq and the app signalled", || {
         let written = fs::read_to_string(app.join("config.json")).unwrap_or_default();
-        serde_json::from_str::<Value>(&written).ok() == Some(json!({"v": 2}))
+        serde_json::from_str::<serde_json::Value>(&written).ok() == Some(json!({"v": 2}))
             && fs::read_to_string(app.join("got")).is_ok_and(|g| g.contains("reloaded"))
     });
 }
