@@ -244,9 +244,14 @@ impl Status {
         if report.action == "webhook" {
             m.webhook_attempts.inc_by(u64::from(report.attempts));
         }
-        m.reloads.inc();
-        if !report.ok {
-            m.reloads_failed.inc();
+        // The Prometheus reloader's meaning: a reload is a request to the
+        // target (a command, a webhook, a signal). A confirmation checks
+        // that one took effect; it is not a second reload.
+        if report.action != "confirm" {
+            m.reloads.inc();
+            if !report.ok {
+                m.reloads_failed.inc();
+            }
         }
         let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
         let key = format!("{} {}", report.action, report.target);
@@ -430,7 +435,7 @@ impl Metrics {
         Metrics {
             reloads: counter(
                 "reloader_reloads_total",
-                "Total number of reload requests (action runs).",
+                "Total number of reload requests (runs of exec, webhook and signal actions; confirmations are not reloads).",
             ),
             reloads_failed: counter(
                 "reloader_reloads_failed_total",

@@ -273,6 +273,30 @@ fn bad_and_slow_clients_get_errors_and_never_hold_up_the_watcher() {
     assert_eq!(get(addr, "/healthz").0, 200);
 }
 
+/// A confirmed round is one reload, as the Prometheus reloader counts
+/// (it used to count the confirmation as a second one).
+#[test]
+fn a_confirmed_round_counts_one_reload() {
+    let vol = vol!();
+    let v1 = vol.publish(&[("config.json", r#"{"n":1}"#)]);
+    let hook = HookServer::start(|_| (200, Duration::ZERO));
+    let mut cmd = watch_served(vol.path());
+    cmd.args(["--webhook-url", &hook.url("/-/reload")])
+        .args(["--confirm-exec", "true"]);
+    let (run, addr) = spawn_served(cmd);
+    run.event_for("initial", &v1);
+    for (round, n) in [(1.0, 2), (2.0, 3)] {
+        let v = vol.publish(&[("config.json", &format!(r#"{{"n":{n}}}"#))]);
+        run.event_for("change", &v);
+        // The webhook's report, then the confirmation's.
+        let actions = [crate::helper::action(&run), crate::helper::action(&run)];
+        assert!(actions.iter().all(|a| a["ok"] == true), "{actions:?}");
+        let (_, metrics) = get(addr, "/metrics");
+        assert_eq!(sample(&metrics, "reloader_reloads_total"), Some(round));
+        assert_eq!(sample(&metrics, "reloader_reloads_failed_total"), Some(0.0));
+    }
+}
+
 #[test]
 fn a_taken_address_is_a_startup_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
