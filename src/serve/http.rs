@@ -2,17 +2,23 @@
 //! request per connection, requests parsed by `httparse`.
 //!
 //! It is written for a sidecar's threat model rather than for throughput:
-//! connections are bounded (one more is answered 503 at once and closed),
-//! each has a total deadline to send its request (a slow client is answered
-//! 408 and dropped), and nothing it does can block the watch loop, which
-//! only ever touches atomics.
+//! connections are bounded, each has a short deadline to send its request
+//! head (a slow client is answered 408 and dropped), and nothing it does
+//! can block the watch loop, which only ever touches atomics.
+//!
+//! Idle clients never starve the probes. When every slot is taken, a new
+//! connection takes the slot of the oldest client that has not sent its
+//! request yet (that one is answered 408 and closed): a kubelet probe sends
+//! its request as soon as it connects, so however many connections anyone
+//! holds open, it is answered. Only when every slot is busy answering is a
+//! new connection refused with 503.
 
 use std::{
     io::{self, Read, Write},
     net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs},
     sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -27,9 +33,11 @@ const MAX_REQUEST: usize = 8 * 1024;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerOptions {
-    /// Connections served at once; more are answered 503 and closed.
+    /// Connections held at once. Past it, a new connection takes the slot
+    /// of the oldest one still waiting for its request; if none is, it is
+    /// answered 503 and closed.
     pub max_connections: usize,
-    /// Time a client has to send its request, and to read the answer.
+    /// Time a client has to send its request head, and to read the answer.
     pub request_timeout: Duration,
 }
 
@@ -37,7 +45,9 @@ impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             max_connections: 16,
-            request_timeout: Duration::from_secs(5),
+            // A probe sends its request at once; a scraper within
+            // milliseconds. Two seconds is generous to both.
+            request_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -112,13 +122,89 @@ fn resolve(address: &str) -> io::Result<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
+/// The connections being served, for eviction: each with a handle on its
+/// socket and whether it is still waiting for its request head.
+#[derive(Default)]
+struct Slots {
+    next_id: u64,
+    held: Vec<Slot>,
+}
+
+struct Slot {
+    id: u64,
+    /// A clone of the connection's socket: shutting its read side down
+    /// wakes the connection's thread from its read at once.
+    socket: TcpStream,
+    /// Still reading the request head: evictable.
+    waiting: bool,
+    /// Set when evicted, so that the thread answers 408 rather than
+    /// taking the shutdown for the client's end.
+    evicted: Arc<AtomicBool>,
+}
+
+/// A connection's claim on its slot: marks the head received, and frees
+/// the slot when dropped.
+struct Claim {
+    id: u64,
+    slots: Arc<Mutex<Slots>>,
+    evicted: Arc<AtomicBool>,
+}
+
+impl Claim {
+    fn head_received(&self) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = slots.held.iter_mut().find(|s| s.id == self.id) {
+            slot.waiting = false;
+        }
+    }
+
+    fn evicted(&self) -> bool {
+        self.evicted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.held.retain(|s| s.id != self.id);
+    }
+}
+
+/// A slot for `stream`: a free one, or the oldest waiting client's (which
+/// is woken to answer 408). `None` when every slot is busy answering.
+fn claim(slots: &Arc<Mutex<Slots>>, stream: &TcpStream, max: usize) -> Option<Claim> {
+    let socket = stream.try_clone().ok()?;
+    let mut held = slots.lock().unwrap_or_else(|e| e.into_inner());
+    if held.held.len() >= max {
+        // Oldest first: slots are pushed in order of arrival.
+        let at = held.held.iter().position(|s| s.waiting)?;
+        let old = held.held.remove(at);
+        old.evicted.store(true, Ordering::SeqCst);
+        let _ = old.socket.shutdown(Shutdown::Read);
+    }
+    held.next_id += 1;
+    let id = held.next_id;
+    let evicted = Arc::new(AtomicBool::new(false));
+    held.held.push(Slot {
+        id,
+        socket,
+        waiting: true,
+        evicted: evicted.clone(),
+    });
+    Some(Claim {
+        id,
+        slots: slots.clone(),
+        evicted,
+    })
+}
+
 fn accept(
     listener: &TcpListener,
     status: &Arc<Status>,
     options: &ServerOptions,
     stop: &AtomicBool,
 ) {
-    let active = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(Mutex::new(Slots::default()));
     for stream in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -129,8 +215,7 @@ fn accept(
             thread::sleep(Duration::from_millis(10));
             continue;
         };
-        if active.fetch_add(1, Ordering::SeqCst) >= options.max_connections {
-            active.fetch_sub(1, Ordering::SeqCst);
+        let Some(claim) = claim(&slots, &stream, options.max_connections) else {
             // Briefly, on the accepting thread: a flood costs it at most
             // this much per connection and spawns nothing.
             let brief = Some(Duration::from_millis(10));
@@ -144,32 +229,31 @@ fn accept(
             );
             close(stream, brief);
             continue;
-        }
-        let (status, done, timeout) = (status.clone(), active.clone(), options.request_timeout);
-        let spawned = thread::Builder::new()
+        };
+        let (status, timeout) = (status.clone(), options.request_timeout);
+        // A thread that cannot start drops its claim with the closure.
+        let _ = thread::Builder::new()
             .name("http-conn".into())
-            .spawn(move || {
-                serve(stream, &status, timeout);
-                done.fetch_sub(1, Ordering::SeqCst);
-            });
-        if spawned.is_err() {
-            active.fetch_sub(1, Ordering::SeqCst);
-        }
+            .spawn(move || serve(stream, &status, timeout, &claim));
     }
 }
 
 /// Answers one request on `stream`, then closes it.
-fn serve(mut stream: TcpStream, status: &Status, timeout: Duration) {
+fn serve(mut stream: TcpStream, status: &Status, timeout: Duration, claim: &Claim) {
     let deadline = Instant::now() + timeout;
     let _ = stream.set_write_timeout(Some(timeout));
     let mut buf = vec![0u8; MAX_REQUEST];
     let mut len = 0;
+    let timed_out = || (408, false, "text/plain", "request timeout\n".to_owned());
     let (code, head_only, kind, body) = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            break (408, false, "text/plain", "request timeout\n".to_owned());
+            break timed_out();
         }
         match stream.read(&mut buf[len..]) {
+            // Our own shutdown of the read side: a newer connection took
+            // this slot.
+            Ok(0) | Err(_) if claim.evicted() => break timed_out(),
             Ok(0) => return,
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -179,7 +263,7 @@ fn serve(mut stream: TcpStream, status: &Status, timeout: Duration) {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                break (408, false, "text/plain", "request timeout\n".to_owned());
+                break timed_out();
             }
             Err(_) => return,
         }
@@ -187,6 +271,7 @@ fn serve(mut stream: TcpStream, status: &Status, timeout: Duration) {
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(&buf[..len]) {
             Ok(httparse::Status::Complete(_)) => {
+                claim.head_received();
                 let method = request.method.unwrap_or_default();
                 let path = request.path.unwrap_or_default();
                 break route(status, method, path);
