@@ -322,6 +322,23 @@ impl ActionRunner {
     }
 }
 
+/// Runs one round for `event` on the calling thread, without retrying it,
+/// and returns its reports (`--once`: an init container's retry is the
+/// kubelet restarting it). A confirmation after a failed action is
+/// skipped, so there may be fewer reports than actions.
+pub fn run_round_once(actions: &Actions, event: Event) -> Vec<ActionReport> {
+    let shared = Shared::default();
+    let once = Actions {
+        retry: None,
+        ..actions.clone()
+    };
+    let mut reports = Vec::new();
+    if let Some(event) = delay(&shared, &once.jitter, event) {
+        run_round(&shared, &once, &event, &mut |r| reports.push(r));
+    }
+    reports
+}
+
 /// Waits out the jitter before a round; a newer version submitted
 /// meanwhile takes the waiting one's place (on the same deadline, so that a
 /// stream of changes cannot put the round off forever). `None` on shutdown.

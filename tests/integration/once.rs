@@ -79,3 +79,50 @@ fn once_with_on_start_runs_the_actions_once_and_exits_with_their_result() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED"));
 }
+
+/// `--once --on-start` ends, with the round's result, whatever fails and
+/// whatever the retry flags: an init container that never exits blocks
+/// its pod for good. (With a failed action and a confirmation it used to
+/// wait forever for the skipped confirmation's report.)
+#[test]
+fn once_on_start_always_ends_with_the_rounds_result() {
+    let vol = plain_volume(r#"{"a":1}"#);
+    let confirms: [(&[&str], bool); 4] = [
+        (&[], true),
+        (&["--confirm-exec", "true"], true),
+        (&["--confirm-exec", "false"], false),
+        // Nothing listens there: the confirmation fails at its timeout.
+        (
+            &[
+                "--confirm-url",
+                "http://127.0.0.1:1/status",
+                "--confirm-timeout",
+                "1s",
+            ],
+            false,
+        ),
+    ];
+    for retry in [&[][..], &["--no-round-retry"]] {
+        for (confirm, confirm_ok) in confirms {
+            for (exec, exec_ok) in [("true", true), ("false", false)] {
+                let mut cmd = bin();
+                cmd.args(["--once", "--on-start", "-o", "json", "-d"])
+                    .arg(vol.path())
+                    .args(retry)
+                    .args(confirm)
+                    .args(["--exec", exec])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::null());
+                let case = format!("{retry:?} {confirm:?} --exec {exec}");
+                let mut child = crate::helper::Reaped(cmd.spawn().unwrap());
+                let mut status = None;
+                crate::helper::wait_until(&format!("{case} to exit"), || {
+                    status = child.0.try_wait().unwrap();
+                    status.is_some()
+                });
+                let expected = if exec_ok && confirm_ok { 0 } else { 1 };
+                assert_eq!(status.unwrap().code(), Some(expected), "{case}");
+            }
+        }
+    }
+}

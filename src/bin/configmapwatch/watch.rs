@@ -349,33 +349,17 @@ pub fn once(settings: &Settings, out: &mut impl Write) -> bool {
     }
 }
 
-/// Runs one round of actions for `event` and waits for every result.
+/// Runs one round of actions for `event`, not retried, and prints every
+/// result: true if every action (and the confirmation) succeeded.
 fn run_once(settings: &Settings, event: Event, out: &mut impl Write) -> bool {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let runner = ActionRunner::start(settings.actions.clone(), move |report| {
-        let _ = tx.send(report);
-    });
-    runner.submit(event);
-    let mut ok = true;
-    for _ in &settings.actions.list {
-        // Each action is bounded by its own timeouts; a worker that died
-        // closes the channel.
-        match rx.recv() {
-            Ok(report) => {
-                if let Some(text) = settings.output.report(&report) {
-                    let _ = writeln!(out, "{text}");
-                }
-                ok &= report.ok;
-            }
-            Err(_) => {
-                log::error!("the actions stopped before reporting");
-                ok = false;
-                break;
-            }
+    let reports = configmapwatch::actions::run_round_once(&settings.actions, event);
+    for report in &reports {
+        if let Some(text) = settings.output.report(report) {
+            let _ = writeln!(out, "{text}");
         }
     }
-    runner.shutdown(settings.actions.shutdown_timeout);
-    ok
+    // A skipped confirmation follows a failure, which is already false.
+    !reports.is_empty() && reports.iter().all(|r| r.ok)
 }
 
 fn once_for(watcher: &mut Watcher, options: &WatchOptions) -> Event {
