@@ -10,8 +10,8 @@
 //! Some filesystems hide symlinks: over SMB, through some FUSE mounts and
 //! under Wine (a Linux-written volume read by a Windows program), `..data`
 //! shows as a plain directory and every key as a plain file. There
-//! `<dir>/..data` can only be read as a plain directory ([`PlainRoot`]):
-//! nothing tells one version from the next, so a read can mix them.
+//! `<dir>/..data` can only be read as a plain directory: nothing tells one
+//! version from the next, so a read can mix them.
 
 mod link;
 mod walk;
