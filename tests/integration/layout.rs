@@ -14,7 +14,7 @@ use std::{
 use configmapwatch::{EventKind, Layout, LayoutMode, WatchOptions, Watcher};
 use serde_json::{Value, json};
 
-use crate::helper::{DEADLINE, Running, Vol, bin};
+use crate::helper::{DEADLINE, Running, Vol, bin, wait_until};
 
 /// A volume as a filesystem that hides symlinks shows it: `..data` a real
 /// directory holding the keys, each key also a plain file at the top.
@@ -26,12 +26,35 @@ fn hidden_symlink_volume(config: &str) -> Vol {
     vol
 }
 
+/// `op` on a path the watcher may hold open: Windows (and Wine) refuse to
+/// rename over, or remove, what another process has open at that moment,
+/// so the writer tries again until the reader lets go. Elsewhere the first
+/// try succeeds.
+fn when_free(what: &str, mut op: impl FnMut() -> std::io::Result<()>) {
+    wait_until(what, || match op() {
+        // Access denied, or ERROR_SHARING_VIOLATION (32).
+        Err(e)
+            if cfg!(windows)
+                && (e.kind() == std::io::ErrorKind::PermissionDenied
+                    || e.raw_os_error() == Some(32)) =>
+        {
+            false
+        }
+        other => {
+            other.unwrap();
+            true
+        }
+    });
+}
+
 /// Writes `config` to `dir/config.json` whole: a new file renamed over
 /// the old one, so that a read never sees it half written.
 fn replace_file(dir: &Path, config: &str) {
     let tmp = dir.join("config.json.tmp");
     fs::write(&tmp, config).unwrap();
-    fs::rename(tmp, dir.join("config.json")).unwrap();
+    when_free("config.json to be replaced", || {
+        fs::rename(&tmp, dir.join("config.json"))
+    });
 }
 
 /// A whole new `..data` directory holding `config`, put in place of the
@@ -53,9 +76,9 @@ fn replace_data_dir(vol: &Path, config: &str, exchange: bool) {
         return;
     }
     let _ = exchange;
-    fs::rename(&data, &old).unwrap();
+    when_free("..data to be moved aside", || fs::rename(&data, &old));
     fs::rename(&new, &data).unwrap();
-    fs::remove_dir_all(&old).unwrap();
+    when_free("the old ..data to be removed", || fs::remove_dir_all(&old));
 }
 
 /// The real binary watching `dirs` with JSON events every 10 ms.
