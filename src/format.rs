@@ -628,6 +628,7 @@ mod tests {
         Snapshot {
             version: "..v1".into(),
             layout: Layout::ConfigMap,
+            data_dir: "..v1".into(),
             swapped_at: None,
             seen_at: std::time::SystemTime::UNIX_EPOCH,
             entries: entries

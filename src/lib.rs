@@ -124,8 +124,8 @@ pub use format::{Format, Position, Selector};
 pub use live::{Live, LiveBuilder, LiveDriver};
 pub use volume::{Layout, ReadStep, Snapshot, Volume};
 pub use watcher::{
-    EventHandler, Fault, Heartbeat, Shutdown, ShutdownListener, Validator, Wait, WatchOptions,
-    Watcher, shutdown_channel,
+    EventHandler, Fault, Heartbeat, LayoutMode, Shutdown, ShutdownListener, Validator, Wait,
+    WatchOptions, Watcher, shutdown_channel,
 };
 pub use writer::{AtomicWriter, Outcome, Payload, Step, Swap};
 

@@ -5,6 +5,12 @@
 //!
 //! [`Watcher::run`] checks once, then waits on a shutdown channel with the
 //! interval as timeout, so a shutdown ends it at once whatever the interval.
+//!
+//! Which mode a directory is watched in follows what `..data` is, looked at
+//! again only when the idle check sees it change: a symlink is a ConfigMap
+//! volume; a real directory is a filesystem that hides symlinks (SMB, some
+//! FUSE mounts, Wine), read as plain files under `..data`; no `..data` is a
+//! plain directory. [`LayoutMode`] can force either mode.
 
 use std::{
     path::PathBuf,
@@ -23,7 +29,10 @@ use crate::{
     Error, ErrorKind,
     event::{Event, EventKind, Lag},
     format::Selector,
-    volume::{self, Fingerprint, Layout, Limits, LinkRead, Snapshot, Volume, WalkError},
+    volume::{
+        self, DataEntry, Fingerprint, Layout, Limits, LinkRead, PlainRoot, Snapshot, Volume,
+        WalkError,
+    },
 };
 
 /// How often "still waiting for the directory" is repeated.
@@ -45,6 +54,34 @@ pub struct WatchOptions {
     pub max_file_size: u64,
     /// The keys read in one version add up to at most this.
     pub max_total_size: u64,
+    /// Which layout the directory is watched in ([`LayoutMode::Auto`]: as
+    /// it is).
+    pub layout: LayoutMode,
+}
+
+/// Which layout a directory is watched in: as it is (the default), or
+/// forced. Where the filesystem hides symlinks, or where reading plain
+/// files must never happen, force one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LayoutMode {
+    /// As the directory is: ConfigMap mode while `..data` is a symlink;
+    /// plain mode over `<dir>/..data` while it is a real directory (a
+    /// filesystem that hides symlinks: SMB, some FUSE mounts, Wine, where
+    /// one warning says so); plain mode over the directory itself when it
+    /// has no `..data`.
+    #[default]
+    Auto,
+    /// ConfigMap mode only: a directory without `..data` waits for it, and
+    /// a `..data` that is not a symlink is reported once as an error and
+    /// waited on. Plain files are never read.
+    ConfigMap,
+    /// Plain mode only: `<dir>/..data` when it exists, as a directory or
+    /// through the symlink (followed on each look, so on a kubelet volume
+    /// each update is seen once, as a change of content), otherwise the
+    /// directory itself. An update's keys may be read across two versions,
+    /// and with no swap time there is no lag.
+    Plain,
 }
 
 impl WatchOptions {
@@ -56,7 +93,15 @@ impl WatchOptions {
             interval: Duration::from_secs(1),
             max_file_size: volume::DEFAULT_MAX_FILE_SIZE,
             max_total_size: volume::DEFAULT_MAX_TOTAL_SIZE,
+            layout: LayoutMode::Auto,
         }
+    }
+
+    /// Which layout the directory is watched in: [`LayoutMode::Auto`] (the
+    /// default) follows what `..data` is; the others force a mode.
+    pub fn with_layout(mut self, layout: LayoutMode) -> Self {
+        self.layout = layout;
+        self
     }
 
     /// Which key(s) make up the config, and how they are parsed.
@@ -213,15 +258,18 @@ enum Link {
     /// Reading this target failed with a passing fault: read it again on
     /// the next tick. The fault is logged once, not on every retry.
     Retrying { target: Vec<u8>, fault: Fault },
-    /// `..data` is not a symlink (reported once).
+    /// `..data` is not a symlink and is not watched as a directory
+    /// (reported once).
     NotSymlink,
     /// `..data`'s target is longer than any kubelet name (reported once).
     TooLong,
 }
 
-/// Plain mode: what the directory looked like at the last read.
-#[derive(Debug, Default)]
+/// Plain mode: which directory is walked, and what it looked like at the
+/// last read.
+#[derive(Debug)]
 struct PlainState {
+    walk: Walk,
     fingerprints: Vec<Fingerprint>,
     /// When `fingerprints` were taken.
     taken_at: Option<SystemTime>,
@@ -231,9 +279,52 @@ struct PlainState {
     failed: bool,
     /// The passing fault being retried, logged once.
     fault: Option<Fault>,
-    /// When the directory was first seen with files and no `..data`: the
-    /// subPath warning waits for [`SETTLE`] after it.
-    files_since: Option<Instant>,
+}
+
+impl PlainState {
+    fn new(walk: Walk) -> Self {
+        PlainState {
+            walk,
+            fingerprints: Vec::new(),
+            taken_at: None,
+            version: None,
+            failed: false,
+            fault: None,
+        }
+    }
+}
+
+/// Which directory plain mode walks, with what only that one needs.
+#[derive(Debug, Clone, Copy)]
+enum Walk {
+    /// The directory itself: it has no `..data`. A subPath mount looks like
+    /// this, and is warned about.
+    Dir(SubpathWarning),
+    /// `<dir>/..data`: a real directory where the filesystem hides
+    /// symlinks, or the symlink followed under [`LayoutMode::Plain`].
+    Data,
+}
+
+impl Walk {
+    fn root(self) -> PlainRoot {
+        match self {
+            Walk::Dir(_) => PlainRoot::Dir,
+            Walk::Data => PlainRoot::Data,
+        }
+    }
+}
+
+/// When the subPath warning is due. Files found by the very first look at
+/// a directory without kubelet entries are a plain directory: warned at
+/// once. A directory that was empty, or held the kubelet's own entries,
+/// may be a volume being written: its files must stay [`SETTLE`] without
+/// `..data` first.
+#[derive(Debug, Clone, Copy)]
+enum SubpathWarning {
+    /// Nothing walked yet, and the first look found no kubelet entries.
+    FirstLook,
+    /// Since when files have been seen, once they have.
+    Settle(Option<Instant>),
 }
 
 /// A passing fault the watcher keeps retrying: not a verdict on the
@@ -336,18 +427,45 @@ pub struct Watcher {
     failing: bool,
     /// The subPath warning has been given.
     warned_plain: bool,
+    /// The "this filesystem hides symlinks" warning has been given.
+    warned_hidden: bool,
+    /// Which layouts may be watched.
+    layout_mode: LayoutMode,
 }
 
 impl Watcher {
     /// A watcher; nothing is read until the first [`check`](Self::check).
+    ///
+    /// A directory named `..data` is a volume's data directory (seen as a
+    /// directory where symlinks are hidden, or given by hand): its parent
+    /// is watched, through `..data` while that is a symlink and as plain
+    /// files under it while it is a directory. Events still name the
+    /// directory as given.
     pub fn new(options: WatchOptions) -> Self {
+        let volume_dir = match (options.dir.file_name(), options.dir.parent()) {
+            (Some(name), Some(parent)) if name == "..data" => {
+                let parent = if parent.as_os_str().is_empty() {
+                    std::path::Path::new(".")
+                } else {
+                    parent
+                };
+                info!(
+                    "{}: named ..data, a volume's data directory: watching the volume {} \
+                     (through ..data while it is a symlink, its files while it is a directory)",
+                    options.dir.display(),
+                    parent.display()
+                );
+                parent.to_owned()
+            }
+            _ => options.dir.clone(),
+        };
         Watcher {
             dir: options.dir.as_path().into(),
             validator: ValidatorSlot(None),
             heartbeat: Arc::default(),
             volume: {
                 let mut volume = Volume::with_limits(
-                    options.dir,
+                    volume_dir,
                     Limits {
                         max_file_size: options.max_file_size,
                         max_total_size: options.max_total_size,
@@ -369,6 +487,8 @@ impl Watcher {
             current: None,
             failing: false,
             warned_plain: false,
+            warned_hidden: false,
+            layout_mode: options.layout,
         }
     }
 
@@ -497,7 +617,7 @@ impl Watcher {
             (Ok(LinkRead::NotALink), Link::NotSymlink) | (Ok(LinkRead::TooLong), Link::TooLong) => {
                 None
             }
-            (Ok(LinkRead::NotALink), _) => self.reload(Link::NotSymlink),
+            (Ok(LinkRead::NotALink), _) => self.not_a_link(),
             (Ok(LinkRead::TooLong), _) => self.reload(Link::TooLong),
             (Ok(LinkRead::Missing), _) => {
                 if !self.volume.dir().is_dir() {
@@ -591,20 +711,111 @@ impl Watcher {
         buf
     }
 
-    fn check_plain(&mut self) -> Option<Event> {
-        if !matches!(
-            self.volume.data_link().read(),
-            Ok(LinkRead::Missing) | Err(_)
-        ) {
-            info!(
-                "{}: ..data appeared; watching it as a ConfigMap volume",
+    /// `..data` exists and is not a symlink. A directory is a filesystem
+    /// that hides symlinks: watched as plain files under it, unless the
+    /// layout is forced to ConfigMap. Anything else is refused once.
+    fn not_a_link(&mut self) -> Option<Event> {
+        let entry = self.volume.data_entry();
+        if entry == DataEntry::Dir {
+            if self.layout_mode != LayoutMode::ConfigMap {
+                self.set_plain(Walk::Data, entry);
+                return self.check_plain();
+            }
+            warn!(
+                "{}: ..data is a directory, not a symlink (this filesystem hides symlinks), \
+                 and the layout is forced to ConfigMap (--layout configmap): it is not read as \
+                 plain files; waiting for a symlink",
                 self.volume.dir().display()
             );
-            self.mode = Mode::ConfigMap(Link::Unread);
-            return self.check_configmap();
         }
+        self.reload(Link::NotSymlink)
+    }
+
+    /// Switches to plain mode over `walk`, saying once what is lost when
+    /// that is `..data` (`entry`: a directory, or a link followed).
+    fn set_plain(&mut self, walk: Walk, entry: DataEntry) {
+        let dir = self.volume.dir().display();
+        match (walk, entry) {
+            (Walk::Data, DataEntry::Dir) if !self.warned_hidden => {
+                warn!(
+                    "{dir}: ..data is a directory, not a symlink: this filesystem hides symlinks \
+                     (SMB, some FUSE mounts, Wine). Watching {dir}/..data as a plain directory \
+                     (content compared on each tick): an update's keys may be read across two \
+                     versions, and with no swap time there is no lag."
+                );
+                self.warned_hidden = true;
+            }
+            (Walk::Data, DataEntry::Dir) => {
+                info!("{dir}: ..data is a directory again; watching it as a plain directory");
+            }
+            (Walk::Data, _) => info!(
+                "{dir}: the layout is forced to plain (--layout plain): watching {dir}/..data \
+                 through its symlink as a plain directory; an update's keys may be read across \
+                 two versions, and with no swap time there is no lag"
+            ),
+            (Walk::Dir(_), _) => {}
+        }
+        self.mode = Mode::Plain(PlainState::new(walk));
+    }
+
+    fn check_plain(&mut self) -> Option<Event> {
+        let Mode::Plain(state) = &self.mode else {
+            unreachable!("check_plain outside plain mode")
+        };
+        let walk = state.walk;
+        // One readlink, as in ConfigMap mode: has `..data` changed kind?
+        let (present, link) = match self.volume.data_link().read() {
+            Ok(LinkRead::Missing) | Err(_) => (false, false),
+            Ok(LinkRead::NotALink) => (true, false),
+            Ok(LinkRead::Target(_) | LinkRead::TooLong) => (true, true),
+        };
+        let forced_plain = self.layout_mode == LayoutMode::Plain;
+        match (walk, present, link) {
+            // Still what is walked.
+            (Walk::Dir(_), false, _) | (Walk::Data, true, false) => {}
+            (Walk::Data, true, true) if forced_plain => {}
+            (Walk::Data, true, true) => {
+                info!(
+                    "{}: ..data is a symlink now; watching it as a ConfigMap volume",
+                    self.volume.dir().display()
+                );
+                self.mode = Mode::ConfigMap(Link::Unread);
+                return self.check_configmap();
+            }
+            // Missing for a moment (a writer replacing it, the Windows
+            // swap), as in ConfigMap mode: look again next tick.
+            (Walk::Data, false, _) => {
+                if !self.volume.dir().is_dir() {
+                    self.enter_waiting();
+                } else {
+                    debug!(
+                        "{}: ..data is missing; retrying next tick",
+                        self.volume.dir().display()
+                    );
+                }
+                return None;
+            }
+            (Walk::Dir(_), true, _) => match (self.layout_mode, self.volume.data_entry()) {
+                (_, entry @ DataEntry::Dir) | (LayoutMode::Plain, entry @ DataEntry::Link) => {
+                    self.set_plain(Walk::Data, entry);
+                    return self.check_plain();
+                }
+                // Gone again, or a file under forced plain: the directory
+                // itself is still what is walked.
+                (_, DataEntry::Missing) | (LayoutMode::Plain, DataEntry::Other) => {}
+                (LayoutMode::Auto | LayoutMode::ConfigMap, DataEntry::Link | DataEntry::Other) => {
+                    info!(
+                        "{}: ..data appeared; watching it as a ConfigMap volume",
+                        self.volume.dir().display()
+                    );
+                    self.mode = Mode::ConfigMap(Link::Unread);
+                    return self.check_configmap();
+                }
+            },
+        }
+        let root = walk.root();
         let detected_at = SystemTime::now();
-        let fps = match self.volume.fingerprints() {
+        let fps = match self.volume.fingerprints(root) {
             Ok(fps) => fps,
             Err(WalkError::Vanished) => {
                 if !self.volume.dir().is_dir() {
@@ -628,7 +839,7 @@ impl Watcher {
                 return Some(self.error_event("-".into(), detected_at, None, &e));
             }
         };
-        self.warn_plain_after_settle(!fps.is_empty());
+        self.warn_subpath(!fps.is_empty());
         let Mode::Plain(state) = &mut self.mode else {
             unreachable!()
         };
@@ -647,7 +858,7 @@ impl Watcher {
         }
         state.fingerprints = fps;
         state.taken_at = Some(detected_at);
-        match self.volume.read_plain() {
+        match self.volume.read_plain_in(root) {
             Ok(snapshot) if state.version.as_deref() == Some(snapshot.version.as_str()) => {
                 state.fault = None;
                 debug!(
@@ -687,18 +898,34 @@ impl Watcher {
         state.fault = Some(fault);
     }
 
-    /// The subPath warning, given once the directory has had files for
-    /// [`SETTLE`] without `..data` appearing: a writer filling an empty
-    /// directory a moment after we start is not a subPath mount.
-    fn warn_plain_after_settle(&mut self, has_files: bool) {
-        let Mode::Plain(state) = &mut self.mode else {
+    /// The subPath warning, for the directory itself: given at once when
+    /// the first look finds files (and found no kubelet entries), else once
+    /// the directory has had files for [`SETTLE`] without `..data`
+    /// appearing: a writer filling an empty directory a moment after we
+    /// start is not a subPath mount.
+    fn warn_subpath(&mut self, has_files: bool) {
+        let Mode::Plain(PlainState {
+            walk: Walk::Dir(due),
+            ..
+        }) = &mut self.mode
+        else {
             return;
         };
-        if self.warned_plain || !has_files {
+        if self.warned_plain {
             return;
         }
-        let since = *state.files_since.get_or_insert_with(Instant::now);
-        if since.elapsed() >= SETTLE {
+        let now = match due {
+            SubpathWarning::FirstLook if has_files => true,
+            SubpathWarning::FirstLook => {
+                *due = SubpathWarning::Settle(None);
+                false
+            }
+            SubpathWarning::Settle(_) if !has_files => false,
+            SubpathWarning::Settle(since) => {
+                since.get_or_insert_with(Instant::now).elapsed() >= SETTLE
+            }
+        };
+        if now {
             warn!(
                 "{}: no ..data link, so watching it as a plain directory (content is \
                  compared on each tick). If this is a Kubernetes subPath mount, it will \
@@ -711,50 +938,66 @@ impl Watcher {
 
     fn check_waiting(&mut self) -> Option<Event> {
         let dir = self.volume.dir().display().to_string();
-        match self.volume.layout() {
-            Layout::Missing => {
-                let (logged_at, was_blocked) = match &mut self.mode {
-                    Mode::Waiting { logged_at, blocked } => (*logged_at, blocked.take()),
-                    _ => (None, None),
-                };
-                // "Missing" may be a directory we may not look at: say so,
-                // with the path, rather than "does not exist".
-                let blocked = match std::fs::metadata(self.volume.dir()) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Some(Fault {
-                        message: format!("{dir}: cannot look at the directory: {e}"),
-                        key: None,
-                    }),
-                    Ok(meta) if !meta.is_dir() => Some(Fault {
-                        message: format!("{dir}: not a directory"),
-                        key: None,
-                    }),
-                    _ => None,
-                };
-                let due = logged_at.is_none_or(|at| at.elapsed() >= WAITING_LOG_EVERY)
-                    || blocked != was_blocked;
-                let logged_at = if due {
-                    match &blocked {
-                        Some(why) => warn!("{}; waiting for it to become readable", why.message),
-                        None => info!("{dir}: directory does not exist yet; waiting for it"),
-                    }
-                    Some(Instant::now())
-                } else {
-                    logged_at
-                };
-                self.mode = Mode::Waiting { logged_at, blocked };
-                None
+        let entry = self.volume.data_entry();
+        if entry == DataEntry::Missing && !self.volume.dir().is_dir() {
+            let (logged_at, was_blocked) = match &mut self.mode {
+                Mode::Waiting { logged_at, blocked } => (*logged_at, blocked.take()),
+                _ => (None, None),
+            };
+            // "Missing" may be a directory we may not look at: say so,
+            // with the path, rather than "does not exist".
+            let blocked = match std::fs::metadata(self.volume.dir()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Some(Fault {
+                    message: format!("{dir}: cannot look at the directory: {e}"),
+                    key: None,
+                }),
+                Ok(meta) if !meta.is_dir() => Some(Fault {
+                    message: format!("{dir}: not a directory"),
+                    key: None,
+                }),
+                _ => None,
+            };
+            let due = logged_at.is_none_or(|at| at.elapsed() >= WAITING_LOG_EVERY)
+                || blocked != was_blocked;
+            let logged_at = if due {
+                match &blocked {
+                    Some(why) => warn!("{}; waiting for it to become readable", why.message),
+                    None => info!("{dir}: directory does not exist yet; waiting for it"),
+                }
+                Some(Instant::now())
+            } else {
+                logged_at
+            };
+            self.mode = Mode::Waiting { logged_at, blocked };
+            return None;
+        }
+        match (self.layout_mode, entry) {
+            (LayoutMode::Auto | LayoutMode::Plain, DataEntry::Dir)
+            | (LayoutMode::Plain, DataEntry::Link) => {
+                self.set_plain(Walk::Data, entry);
+                self.check_plain()
             }
-            Layout::ConfigMap => {
+            (LayoutMode::ConfigMap, DataEntry::Missing) => {
+                info!(
+                    "{dir}: no ..data yet; waiting for it (the layout is forced to ConfigMap: \
+                     never watched as a plain directory)"
+                );
+                self.mode = Mode::ConfigMap(Link::Unread);
+                self.check_configmap()
+            }
+            (LayoutMode::ConfigMap, _) | (LayoutMode::Auto, DataEntry::Link | DataEntry::Other) => {
                 info!("{dir}: watching a ConfigMap volume (..data)");
                 self.mode = Mode::ConfigMap(Link::Unread);
                 self.check_configmap()
             }
-            Layout::Plain => {
+            (LayoutMode::Auto | LayoutMode::Plain, DataEntry::Missing)
+            | (LayoutMode::Plain, DataEntry::Other) => {
                 let since = match self.mode {
                     Mode::Settling { since } => Some(since),
                     _ => None,
                 };
-                if has_kubelet_entries(self.volume.dir()) {
+                let kubelet = has_kubelet_entries(self.volume.dir());
+                if kubelet {
                     let since = since.unwrap_or_else(Instant::now);
                     if since.elapsed() < SETTLE {
                         debug!("{dir}: kubelet entries but no ..data yet; waiting for the swap");
@@ -762,7 +1005,13 @@ impl Watcher {
                         return None;
                     }
                 }
-                self.mode = Mode::Plain(PlainState::default());
+                // Only a first look free of kubelet entries warns at once.
+                let due = if since.is_none() && !kubelet {
+                    SubpathWarning::FirstLook
+                } else {
+                    SubpathWarning::Settle(None)
+                };
+                self.set_plain(Walk::Dir(due), entry);
                 self.check_plain()
             }
         }

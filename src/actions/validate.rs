@@ -16,7 +16,7 @@ use super::Exec;
 use crate::{
     Error,
     event::{Event, EventKind},
-    volume::{Layout, Snapshot},
+    volume::Snapshot,
 };
 
 /// A checker run on each new version before it is accepted.
@@ -47,15 +47,14 @@ impl ValidateExec {
     /// error ([`Error::Invalid`]); a checker that cannot be started (out of
     /// processes or file descriptors) is a passing fault, retried.
     pub fn check(&self, dir: &Path, snapshot: &Snapshot, config: &Value) -> Result<(), Error> {
-        let data = match snapshot.layout {
-            // The versioned directory itself: it never changes once
-            // swapped in, unlike the paths through ..data.
-            Layout::ConfigMap => dir.join(&snapshot.version),
-            _ => dir.to_owned(),
-        };
+        // Where the version was read from: in ConfigMap mode the versioned
+        // directory itself, which never changes once swapped in (unlike
+        // the paths through ..data); in plain mode the directory, or its
+        // ..data where that is a directory (symlinks hidden).
+        let data = &snapshot.data_dir;
         let path: PathBuf = match &self.key {
             Some(key) => data.join(key),
-            None => data,
+            None => data.clone(),
         };
         let path_text = path.to_string_lossy();
         let mut exec = self.exec.clone();

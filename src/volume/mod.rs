@@ -6,6 +6,12 @@
 //! read again. If it moved, or a read found a file gone (the kubelet deletes
 //! the old directory right after the swap), the read starts over. So a
 //! snapshot never mixes two versions.
+//!
+//! Some filesystems hide symlinks: over SMB, through some FUSE mounts and
+//! under Wine (a Linux-written volume read by a Windows program), `..data`
+//! shows as a plain directory and every key as a plain file. There
+//! `<dir>/..data` can only be read as a plain directory: nothing tells one
+//! version from the next, so a read can mix them.
 
 mod link;
 mod walk;
@@ -53,11 +59,37 @@ impl Default for Limits {
 pub enum Layout {
     /// Has a `..data` link: written by the kubelet (or `publish`).
     ConfigMap,
-    /// A directory without `..data`: a dev host, a hostPath or a subPath
-    /// mount.
+    /// A directory without `..data` (a dev host, a hostPath or a subPath
+    /// mount), or one whose `..data` is a real directory (a filesystem
+    /// that hides symlinks): read as plain files.
     Plain,
     /// The directory does not exist.
     Missing,
+}
+
+/// Which directory plain mode walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PlainRoot {
+    /// The volume directory itself: it has no `..data`.
+    Dir,
+    /// `<dir>/..data`: a real directory where symlinks are hidden (SMB,
+    /// some FUSE mounts, Wine), or the link followed when plain mode is
+    /// forced on a ConfigMap volume.
+    Data,
+}
+
+/// What `<dir>/..data` is, looked at on a change of mode (never on an idle
+/// tick): one `readlink`, and an `lstat` only when it is not a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DataEntry {
+    /// No `..data` (or it cannot be read).
+    Missing,
+    /// A symlink, whatever its target: ConfigMap mode validates it.
+    Link,
+    /// A real directory: the filesystem hides symlinks.
+    Dir,
+    /// Something else (a regular file): refused in ConfigMap mode.
+    Other,
 }
 
 /// The points inside a consistent read at which
@@ -86,6 +118,10 @@ pub struct Snapshot {
     /// When `..data` was swapped to this version (the mtime of the `..data`
     /// symlink); `None` in plain mode.
     pub swapped_at: Option<SystemTime>,
+    /// The directory the keys were read from: the version's own data
+    /// directory (`<dir>/<target>`) in ConfigMap mode; in plain mode the
+    /// volume directory, or `<dir>/..data` where `..data` is a directory.
+    pub data_dir: PathBuf,
     /// When the reader first saw this version: the `readlink` that began
     /// the attempt that read it. A read that restarts because the volume
     /// moved on lands on a newer version than the one that was first
@@ -110,6 +146,8 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct Volume {
     dir: PathBuf,
+    /// `<dir>/..data`, for plain reads of it.
+    data: PathBuf,
     limits: Limits,
     /// Only these keys are read; `None`: every key.
     keys: Option<Vec<String>>,
@@ -134,6 +172,7 @@ impl Volume {
         let dir = dir.into();
         Volume {
             link: DataLink::new(&dir),
+            data: dir.join("..data"),
             dir,
             limits,
             keys: None,
@@ -162,25 +201,43 @@ impl Volume {
         &self.dir
     }
 
-    /// Looks at the directory to tell its layout.
+    /// Looks at the directory to tell its layout. A `..data` that is a
+    /// real directory (symlinks hidden by the filesystem) is
+    /// [`Layout::Plain`]; any other `..data` is [`Layout::ConfigMap`].
     pub fn layout(&mut self) -> Layout {
-        match self.link.read() {
-            Ok(LinkRead::Missing) | Err(_) => {}
-            Ok(_) => return Layout::ConfigMap,
-        }
-        if self.dir.is_dir() {
-            Layout::Plain
-        } else {
-            Layout::Missing
+        match self.data_entry() {
+            DataEntry::Link | DataEntry::Other => Layout::ConfigMap,
+            DataEntry::Dir => Layout::Plain,
+            DataEntry::Missing if self.dir.is_dir() => Layout::Plain,
+            DataEntry::Missing => Layout::Missing,
         }
     }
 
-    /// Reads a snapshot in whatever layout the directory has now.
+    /// What `..data` is now.
+    pub(crate) fn data_entry(&mut self) -> DataEntry {
+        match self.link.read() {
+            Ok(LinkRead::Missing) | Err(_) => DataEntry::Missing,
+            Ok(LinkRead::Target(_) | LinkRead::TooLong) => DataEntry::Link,
+            // Not a link: the filesystem may show a link as what it points
+            // to (SMB, Wine), so look at what it is.
+            Ok(LinkRead::NotALink) => match fs::symlink_metadata(&self.data) {
+                Ok(m) if m.is_dir() => DataEntry::Dir,
+                Ok(_) => DataEntry::Other,
+                // Gone between the two looks.
+                Err(_) => DataEntry::Missing,
+            },
+        }
+    }
+
+    /// Reads a snapshot in whatever layout the directory has now: through
+    /// `..data` when it is a link, as plain files under it when it is a
+    /// directory, the directory's own files without it.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
-        match self.layout() {
-            Layout::ConfigMap => self.read_configmap(),
-            Layout::Plain => self.read_plain(),
-            Layout::Missing => Err(Error::DirMissing {
+        match self.data_entry() {
+            DataEntry::Dir => self.read_plain_in(PlainRoot::Data),
+            DataEntry::Link | DataEntry::Other => self.read_configmap(),
+            DataEntry::Missing if self.dir.is_dir() => self.read_plain(),
+            DataEntry::Missing => Err(Error::DirMissing {
                 path: self.dir.clone(),
             }),
         }
@@ -265,6 +322,7 @@ impl Volume {
             return Ok(Snapshot {
                 version: target,
                 layout: Layout::ConfigMap,
+                data_dir,
                 swapped_at,
                 seen_at,
                 entries: walked.entries,
@@ -283,7 +341,13 @@ impl Volume {
             Ok(LinkRead::Target(t)) => t,
             Ok(LinkRead::Missing) => return Ok(None),
             Ok(LinkRead::NotALink) => {
-                return Err(bad_target(link_path, "", "..data is not a symlink"));
+                let reason = if link_path.is_dir() {
+                    "..data is a directory, not a symlink: this filesystem hides symlinks \
+                     (SMB, some FUSE mounts, Wine)"
+                } else {
+                    "..data is not a symlink"
+                };
+                return Err(bad_target(link_path, "", reason));
             }
             Ok(LinkRead::TooLong) => {
                 return Err(bad_target(
@@ -307,21 +371,37 @@ impl Volume {
     /// Reads a plain directory: every regular file below it (the selected
     /// ones), with a content hash of what was read as the version.
     pub fn read_plain(&mut self) -> Result<Snapshot> {
+        self.read_plain_in(PlainRoot::Dir)
+    }
+
+    /// The directory plain mode walks from `root`.
+    fn plain_dir(&self, root: PlainRoot) -> &Path {
+        match root {
+            PlainRoot::Dir => &self.dir,
+            PlainRoot::Data => &self.data,
+        }
+    }
+
+    /// [`read_plain`](Self::read_plain) of the directory or of its
+    /// `..data`.
+    pub(crate) fn read_plain_in(&mut self, root: PlainRoot) -> Result<Snapshot> {
+        let dir = self.plain_dir(root);
         for _ in 0..READ_ATTEMPTS {
-            match walk::read(&self.dir, self.select(), self.limits, true, &mut || {}) {
+            match walk::read(dir, self.select(), self.limits, true, &mut || {}) {
                 Ok(walked) => {
                     return Ok(Snapshot {
                         version: plain_version(&walked.entries),
                         layout: Layout::Plain,
+                        data_dir: dir.to_owned(),
                         swapped_at: None,
                         seen_at: SystemTime::now(),
                         entries: walked.entries,
                         names: walked.names,
                     });
                 }
-                Err(WalkError::Vanished) if !self.dir.is_dir() => {
+                Err(WalkError::Vanished) if !dir.is_dir() => {
                     return Err(Error::DirMissing {
-                        path: self.dir.clone(),
+                        path: dir.to_owned(),
                     });
                 }
                 Err(WalkError::Vanished) => continue,
@@ -329,15 +409,22 @@ impl Volume {
             }
         }
         Err(Error::Unstable {
-            path: self.dir.clone(),
+            path: dir.to_owned(),
             attempts: READ_ATTEMPTS,
         })
     }
 
-    /// Plain mode's cheap look: what every key looks like, without reading
-    /// any content.
-    pub(crate) fn fingerprints(&self) -> Result<Vec<Fingerprint>, WalkError> {
-        walk::read(&self.dir, Select::All, self.limits, false, &mut || {}).map(|w| w.fingerprints)
+    /// Plain mode's cheap look: what every key under `root` looks like,
+    /// without reading any content.
+    pub(crate) fn fingerprints(&self, root: PlainRoot) -> Result<Vec<Fingerprint>, WalkError> {
+        walk::read(
+            self.plain_dir(root),
+            Select::All,
+            self.limits,
+            false,
+            &mut || {},
+        )
+        .map(|w| w.fingerprints)
     }
 }
 

@@ -17,6 +17,7 @@ mod faults;
 mod fuse;
 mod fuzz_replay;
 mod interleave;
+mod layout;
 mod live;
 mod once;
 mod reader;

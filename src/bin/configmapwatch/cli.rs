@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum, builder::BoolishValueParser};
 use configmapwatch::{
-    Format, OutputFormat, Selector, WatchOptions,
+    Format, LayoutMode, OutputFormat, Selector, WatchOptions,
     actions::{
         Action, Actions, Confirm, Exec, PidSource, SignalAction, TlsVerify, ValidateExec, Webhook,
         WebhookOptions, parse_header,
@@ -141,6 +141,16 @@ pub struct WatchArgs {
     #[arg(long, value_name = "SIZE", env = "CONFIGMAPWATCH_MAX_TOTAL_SIZE",
           default_value = "64MiB", value_parser = parse_size)]
     pub max_total_size: u64,
+
+    /// How the directory is read. auto: through ..data while it is a
+    /// symlink; as plain files under ..data while it is a directory (a
+    /// filesystem that hides symlinks: SMB, some FUSE mounts, Wine); as
+    /// plain files without ..data. configmap: only through a ..data
+    /// symlink, never plain files. plain: always plain files, under ..data
+    /// (a directory or a symlink, followed) when it exists.
+    #[arg(long, value_enum, value_name = "LAYOUT", env = "CONFIGMAPWATCH_LAYOUT",
+          default_value_t = LayoutArg::Auto)]
+    pub layout: LayoutArg,
 
     #[command(flatten)]
     pub checks: CheckArgs,
@@ -407,6 +417,28 @@ pub enum Output {
     Config,
 }
 
+/// `--layout`: the library's [`LayoutMode`], as a command-line value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LayoutArg {
+    /// Follow what ..data is.
+    Auto,
+    /// Only a ..data symlink (a ConfigMap volume).
+    #[value(name = "configmap")]
+    ConfigMap,
+    /// Always plain files.
+    Plain,
+}
+
+impl From<LayoutArg> for LayoutMode {
+    fn from(arg: LayoutArg) -> Self {
+        match arg {
+            LayoutArg::Auto => LayoutMode::Auto,
+            LayoutArg::ConfigMap => LayoutMode::ConfigMap,
+            LayoutArg::Plain => LayoutMode::Plain,
+        }
+    }
+}
+
 impl WatchArgs {
     /// The validated settings the library runs with; an error is a usage
     /// error.
@@ -435,7 +467,8 @@ impl WatchArgs {
             )
             .with_interval(self.interval)
             .with_max_file_size(self.max_file_size)
-            .with_max_total_size(self.max_total_size);
+            .with_max_total_size(self.max_total_size)
+            .with_layout(self.layout.into());
         Ok(Settings {
             watches: self
                 .dir
