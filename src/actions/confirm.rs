@@ -132,8 +132,12 @@ fn took_effect(doc: &Value, success: &str, time: &str, since: SystemTime) -> Res
     }
     if let Some(when) = when {
         let text = when.as_str().unwrap_or_default();
-        let at = humantime::parse_rfc3339_weak(text.trim_end_matches('Z'))
-            .map_err(|e| format!("{time}: {when} is not an RFC 3339 UTC time: {e}"))?;
+        // A full RFC 3339 time, its offset included: an instant, whatever
+        // zone the server writes in.
+        let at: SystemTime =
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| format!("{time}: {when} is not an RFC 3339 time: {e}"))?
+                .into();
         // Second precision on either side must not turn a reload made
         // just after the round began into "too old".
         let since = since - Duration::from_secs(1);
@@ -162,5 +166,35 @@ mod tests {
         assert!(e.contains("older than the reload"), "{e}");
         assert!(took_effect(&json!({"data": {}}), s, t, since).is_err());
         assert!(took_effect(&json!({"data": {"reloadConfigSuccess": true}}), s, t, since).is_ok());
+    }
+
+    /// The round began at 12:00:00Z. A reload time is an instant whatever
+    /// its offset: 07:00:05-05:00 is 12:00:05Z (newer), 14:00:00+03:00 is
+    /// 11:00:00Z (an hour older). Read as UTC, the first was never
+    /// confirmed and the second was accepted.
+    #[test]
+    fn reload_times_are_compared_as_instants_with_their_offsets() {
+        let since = humantime::parse_rfc3339("2026-11-26T12:00:00Z").unwrap();
+        let (s, t) = ("/data/reloadConfigSuccess", "/data/lastConfigTime");
+        let at = |at: &str| json!({"data": {"reloadConfigSuccess": true, "lastConfigTime": at}});
+        for newer in [
+            "2026-11-26T12:00:05Z",
+            "2026-11-26T12:00:05.123456789Z",
+            "2026-11-26T07:00:05-05:00",
+            "2026-11-26T15:00:05.5+03:00",
+            "2026-11-26t12:00:05z",
+        ] {
+            assert!(took_effect(&at(newer), s, t, since).is_ok(), "{newer}");
+        }
+        for older in [
+            "2026-11-26T11:00:00Z",
+            "2026-11-26T06:00:00-05:00",
+            "2026-11-26T14:00:00+03:00",
+        ] {
+            let e = took_effect(&at(older), s, t, since).unwrap_err();
+            assert!(e.contains("older than the reload"), "{older}: {e}");
+        }
+        let e = took_effect(&at("yesterday"), s, t, since).unwrap_err();
+        assert!(e.contains("not an RFC 3339 time"), "{e}");
     }
 }
