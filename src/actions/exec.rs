@@ -5,16 +5,17 @@
 //! A command is bounded in time (`--exec-timeout`: then its whole process
 //! group is killed) and in memory (only the last [`STDERR_TAIL`] bytes of
 //! its stderr are kept). A command that leaves a background process holding
-//! its stderr open does not hold up the next round: reading stops shortly
-//! after the command itself exits.
+//! its pipes open costs nothing after it exits: on Unix one thread feeds
+//! its stdin and reads its output with `poll`, and closes our ends of the
+//! pipes [`DRAIN_GRACE`] after the command exits, so no thread is left
+//! parked on a pipe the background process holds.
 
 use std::{
     collections::VecDeque,
-    io::{self, Read, Write},
+    io,
     path::Path,
     process::{Command, Stdio},
-    sync::{Arc, Mutex},
-    thread,
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -98,63 +99,23 @@ impl Exec {
             .map_err(|e| format!("cannot start {}: {e}", self.program))?;
         *child_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(child.id());
 
-        // Feed stdin on its own thread: a command that never reads it must
-        // not block us once the pipe is full.
         let config = event
             .config
             .as_deref()
             .map(|c| c.to_string())
             .unwrap_or_default();
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        thread::spawn(move || {
-            let _ = stdin.write_all(config.as_bytes());
-        });
-        let tail = Arc::new(Mutex::new(Tail::default()));
-        let read_into_tail = |mut from: Box<dyn Read + Send>| {
-            let tail = tail.clone();
-            thread::spawn(move || {
-                let mut chunk = [0u8; 4096];
-                while let Ok(n) = from.read(&mut chunk) {
-                    if n == 0 {
-                        break;
-                    }
-                    tail.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(&chunk[..n]);
-                }
-            })
-        };
-        let reader = read_into_tail(Box::new(child.stderr.take().expect("stderr is piped")));
-        // A checker's verdict is often on stdout (promtool's FAILED lines).
-        let stdout_reader = child.stdout.take().map(|out| read_into_tail(Box::new(out)));
-
         let deadline = Instant::now() + self.timeout;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Ok(status),
-                Ok(None) if Instant::now() >= deadline => {
-                    stop_group(child.id(), true);
-                    let _ = child.wait();
-                    break Err(format!(
-                        "{} timed out after {} and was killed (--exec-timeout)",
-                        self.program,
-                        humantime::format_duration(self.timeout)
-                    ));
-                }
-                Ok(None) => thread::sleep(Duration::from_millis(5)),
-                Err(e) => break Err(format!("cannot wait for {}: {e}", self.program)),
-            }
-        };
+        let (status, tail) = pipes::drive(&mut child, config.into_bytes(), deadline);
         *child_slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        // The pipe closes when the command's last writer exits; a
-        // background child may keep it open for long: stop waiting soon.
-        let grace = Instant::now() + DRAIN_GRACE;
-        let finished =
-            || reader.is_finished() && stdout_reader.as_ref().is_none_or(|r| r.is_finished());
-        while !finished() && Instant::now() < grace {
-            thread::sleep(Duration::from_millis(2));
-        }
-        let tail = self.scrub(tail.lock().unwrap_or_else(|e| e.into_inner()).text());
+        let status = status.map_err(|e| match e {
+            pipes::Ended::TimedOut => format!(
+                "{} timed out after {} and was killed (--exec-timeout)",
+                self.program,
+                humantime::format_duration(self.timeout)
+            ),
+            pipes::Ended::Wait(e) => format!("cannot wait for {}: {e}", self.program),
+        });
+        let tail = self.scrub(tail.text());
         if !tail.is_empty() && !self.checker {
             log::info!("exec {}: stderr (tail): {tail}", self.program);
         }
@@ -181,6 +142,196 @@ impl Exec {
             text = text.replace(secret.as_str(), "***");
         }
         text
+    }
+}
+
+/// Feeding a command's stdin and reading its output until it exits (and
+/// a short grace after), on the calling thread where the platform can
+/// poll pipes.
+mod pipes {
+    use std::{
+        io,
+        process::{Child, ExitStatus},
+        time::Instant,
+    };
+
+    use super::{DRAIN_GRACE, Tail, stop_group};
+
+    /// Why no exit status came.
+    pub(super) enum Ended {
+        /// The deadline passed: the group was killed.
+        TimedOut,
+        /// Waiting for the child failed.
+        Wait(io::Error),
+    }
+
+    /// Feeds `input`, keeps the tail of stderr (and of stdout, when
+    /// piped), waits for the exit until `deadline` (then kills the group),
+    /// and reads what is left for at most [`DRAIN_GRACE`] after the exit.
+    #[cfg(unix)]
+    pub(super) fn drive(
+        child: &mut Child,
+        input: Vec<u8>,
+        deadline: Instant,
+    ) -> (Result<ExitStatus, Ended>, Tail) {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        use std::os::fd::{AsFd, OwnedFd};
+
+        let nonblocking = |fd: OwnedFd| {
+            // A pipe we cannot make non-blocking is not read: better no
+            // log tail than a thread parked on it.
+            rustix::io::ioctl_fionbio(&fd, true).ok().map(|()| fd)
+        };
+        let mut stdin = child.stdin.take().map(OwnedFd::from).and_then(nonblocking);
+        let mut outputs: Vec<OwnedFd> = [
+            child.stderr.take().map(OwnedFd::from),
+            child.stdout.take().map(OwnedFd::from),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(nonblocking)
+        .collect();
+        let mut written = 0;
+        let mut tail = Tail::default();
+        let mut chunk = [0u8; 4096];
+        let mut exited: Option<(ExitStatus, Instant)> = None;
+        // Polls at most this long between looks at the child.
+        let step = Timespec {
+            tv_sec: 0,
+            tv_nsec: 5_000_000,
+        };
+        loop {
+            if exited.is_none() {
+                match child.try_wait() {
+                    Ok(Some(status)) => exited = Some((status, Instant::now() + DRAIN_GRACE)),
+                    Ok(None) if Instant::now() >= deadline => {
+                        stop_group(child.id(), true);
+                        let _ = child.wait();
+                        return (Err(Ended::TimedOut), tail);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return (Err(Ended::Wait(e)), tail),
+                }
+            }
+            if let Some((status, grace)) = exited {
+                // What the command itself wrote is read; a background
+                // process it left may hold the pipes for long: our ends
+                // close here, with the input nobody will read.
+                if outputs.is_empty() || Instant::now() >= grace {
+                    return (Ok(status), tail);
+                }
+                stdin = None;
+            }
+            let mut fds: Vec<PollFd<'_>> = outputs
+                .iter()
+                .map(|fd| PollFd::new(fd, PollFlags::IN))
+                .collect();
+            if let Some(fd) = &stdin {
+                fds.push(PollFd::new(fd, PollFlags::OUT));
+            }
+            if poll(&mut fds, Some(&step)).is_err() {
+                continue; // EINTR: look again
+            }
+            let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+            drop(fds);
+            let mut closed = Vec::new();
+            for (i, fd) in outputs.iter().enumerate() {
+                if !ready[i] {
+                    continue;
+                }
+                loop {
+                    match rustix::io::read(fd.as_fd(), &mut chunk) {
+                        Ok(0) => {
+                            closed.push(i);
+                            break;
+                        }
+                        Ok(n) => tail.push(&chunk[..n]),
+                        Err(rustix::io::Errno::INTR) => {}
+                        Err(rustix::io::Errno::AGAIN) => break,
+                        Err(_) => {
+                            closed.push(i);
+                            break;
+                        }
+                    }
+                }
+            }
+            for i in closed.into_iter().rev() {
+                outputs.remove(i);
+            }
+            if let Some(fd) = stdin.as_ref().filter(|_| ready[ready.len() - 1]) {
+                match rustix::io::write(fd.as_fd(), &input[written..]) {
+                    Ok(n) => written += n,
+                    Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+                    // EPIPE: the command closed its stdin unread.
+                    Err(_) => written = input.len(),
+                }
+                if written >= input.len() {
+                    stdin = None; // EOF for the command
+                }
+            }
+        }
+    }
+
+    /// Without `poll` on pipes (Windows): a thread feeds stdin and one
+    /// reads each output, and reading stops being waited for
+    /// [`DRAIN_GRACE`] after the exit.
+    #[cfg(not(unix))]
+    pub(super) fn drive(
+        child: &mut Child,
+        input: Vec<u8>,
+        deadline: Instant,
+    ) -> (Result<ExitStatus, Ended>, Tail) {
+        use std::{
+            io::{Read, Write},
+            sync::{Arc, Mutex},
+            thread,
+            time::Duration,
+        };
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let tail = Arc::new(Mutex::new(Tail::default()));
+        let read_into_tail = |mut from: Box<dyn Read + Send>| {
+            let tail = tail.clone();
+            thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = from.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    tail.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(&chunk[..n]);
+                }
+            })
+        };
+        let readers: Vec<_> = [
+            child.stderr.take().map(|e| read_into_tail(Box::new(e))),
+            child.stdout.take().map(|o| read_into_tail(Box::new(o))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) if Instant::now() >= deadline => {
+                    stop_group(child.id(), true);
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break Err(Ended::TimedOut);
+                }
+                Ok(None) => thread::sleep(Duration::from_millis(5)),
+                Err(e) => break Err(Ended::Wait(e)),
+            }
+        };
+        let grace = Instant::now() + DRAIN_GRACE;
+        while !readers.iter().all(|r| r.is_finished()) && Instant::now() < grace {
+            thread::sleep(Duration::from_millis(2));
+        }
+        let tail = std::mem::take(&mut *tail.lock().unwrap_or_else(|e| e.into_inner()));
+        (status, tail)
     }
 }
 

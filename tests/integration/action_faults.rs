@@ -224,3 +224,53 @@ fn our_flags_after_exec_are_warned_about() {
         "{stderr}"
     );
 }
+
+/// A command that leaves a background process holding its pipes costs
+/// nothing once it exits: after 50 such rounds the watcher has the threads
+/// and descriptors it had after the first (it used to keep a thread and a
+/// pipe per round, parked until the background process ended).
+#[cfg(target_os = "linux")]
+#[test]
+fn background_children_leave_no_thread_or_pipe_behind() {
+    let vol = vol!();
+    vol.publish(&[("config.json", "0")]);
+    let pids = vol.tmp.path().join("background.pids");
+    let script = format!("sleep 60 & echo $! >> {}; echo round >&2", pids.display());
+    let run = crate::helper::watch_json(&vol, &["--exec", "sh", "-c", &script]);
+    let pid = run.child.id();
+    let count = |what: &str| {
+        std::fs::read_dir(format!("/proc/{pid}/{what}"))
+            .unwrap()
+            .count()
+    };
+    let mut after_first = (0, 0);
+    for i in 1..=50 {
+        vol.publish(&[("config.json", &i.to_string())]);
+        let a = crate::helper::action(&run);
+        assert_eq!(a["ok"], serde_json::json!(true), "{a}");
+        if i == 1 {
+            after_first = (count("task"), count("fd"));
+        }
+    }
+    let after_50 = (count("task"), count("fd"));
+    let background: Vec<i32> = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    for pid in &background {
+        if let Some(pid) = rustix::process::Pid::from_raw(*pid) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+    assert_eq!(background.len(), 50);
+    println!("threads, fds after 1 round: {after_first:?}; after 50: {after_50:?}");
+    assert!(
+        after_50.0 <= after_first.0,
+        "threads: {after_first:?} -> {after_50:?}"
+    );
+    assert!(
+        after_50.1 <= after_first.1,
+        "fds: {after_first:?} -> {after_50:?}"
+    );
+}
