@@ -78,7 +78,11 @@ impl Confirm {
         round: &Round<'_>,
     ) -> (u32, Result<(), String>) {
         match self {
-            Confirm::Exec(exec) => (1, exec.run(event, round.dir, &round.shared.child)),
+            Confirm::Exec(exec) => (
+                1,
+                exec.run(event, round.dir, &round.shared.child, &|| round.closing())
+                    .map_err(|e| e.to_string()),
+            ),
             Confirm::Url {
                 hook,
                 success,

@@ -28,6 +28,96 @@ const STDERR_TAIL: usize = 2048;
 /// wrote last, not what a background child it left behind writes later.
 const DRAIN_GRACE: Duration = Duration::from_millis(200);
 
+/// After a shutdown's SIGTERM, how long a command's group has to exit
+/// before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// Why a command did not succeed: what kind of failure, in its type, so
+/// that a checker that could not start (a passing fault) is never told
+/// from a refusal by its message.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ExecError {
+    /// It could not be started (out of processes or descriptors, not
+    /// found).
+    Start {
+        /// The program.
+        program: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// Still running at its timeout: its process group was killed.
+    TimedOut {
+        /// The program.
+        program: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// Stopped because the tool is shutting down.
+    Interrupted {
+        /// The program.
+        program: String,
+    },
+    /// Waiting for it failed.
+    Wait {
+        /// The program.
+        program: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// It exited unsuccessfully.
+    Failed {
+        /// The program.
+        program: String,
+        /// How it exited.
+        status: std::process::ExitStatus,
+        /// The tail of what it wrote (the last line, or all of a
+        /// checker's tail), secrets hidden.
+        output: String,
+    },
+}
+
+impl std::fmt::Display for ExecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExecError::Start { program, source } => write!(f, "cannot start {program}: {source}"),
+            ExecError::TimedOut { program, after } => write!(
+                f,
+                "{program} timed out after {} and was killed (--exec-timeout)",
+                humantime::format_duration(*after)
+            ),
+            ExecError::Interrupted { program } => write!(
+                f,
+                "{program} was interrupted: shutting down (SIGTERM sent to its process group)"
+            ),
+            ExecError::Wait { program, source } => {
+                write!(f, "cannot wait for {program}: {source}")
+            }
+            ExecError::Failed {
+                program,
+                status,
+                output,
+            } if output.is_empty() => write!(f, "{program} {status}"),
+            ExecError::Failed {
+                program,
+                status,
+                output,
+            } => write!(f, "{program} {status}: {output}"),
+        }
+    }
+}
+
+impl std::error::Error for ExecError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ExecError::Start { source, .. } | ExecError::Wait { source, .. } => Some(source),
+            ExecError::TimedOut { .. }
+            | ExecError::Interrupted { .. }
+            | ExecError::Failed { .. } => None,
+        }
+    }
+}
+
 /// Environment variables of ours that can hold secrets (webhook URLs with
 /// credentials, header values): never passed to a command.
 const SECRET_VARS: &[&str] = &[
@@ -65,12 +155,17 @@ impl Exec {
         }
     }
 
+    /// Runs the command for `event`. `cancelled` is asked every few
+    /// milliseconds while it runs: once it says so (shutdown), the
+    /// command's process group is sent SIGTERM (SIGKILL after
+    /// [`STOP_GRACE`]) and the run ends as [`ExecError::Interrupted`].
     pub(crate) fn run(
         &self,
         event: &Event,
         dir: &Path,
         child_slot: &Mutex<Option<u32>>,
-    ) -> Result<(), String> {
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<(), ExecError> {
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
@@ -94,9 +189,30 @@ impl Exec {
         // Its own process group: a timeout kills what it started too.
         #[cfg(unix)]
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.program))?;
+        // No signal blocked: a program that blocks its termination signals
+        // in every thread (the tool does, to wait for them between ticks)
+        // would otherwise pass its mask on, and the command (and what it
+        // starts) could not be stopped with SIGTERM.
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: between fork and exec, only async-signal-safe calls
+            // on a set on this stack: sigemptyset and pthread_sigmask.
+            unsafe {
+                command.pre_exec(|| {
+                    let mut none = std::mem::zeroed::<libc::sigset_t>();
+                    libc::sigemptyset(&mut none);
+                    match libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) {
+                        0 => Ok(()),
+                        e => Err(io::Error::from_raw_os_error(e)),
+                    }
+                });
+            }
+        }
+        let mut child = command.spawn().map_err(|e| ExecError::Start {
+            program: self.program.clone(),
+            source: e,
+        })?;
         *child_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(child.id());
 
         let config = event
@@ -105,15 +221,19 @@ impl Exec {
             .map(|c| c.to_string())
             .unwrap_or_default();
         let deadline = Instant::now() + self.timeout;
-        let (status, tail) = pipes::drive(&mut child, config.into_bytes(), deadline);
+        let (status, tail) = pipes::drive(&mut child, config.into_bytes(), deadline, cancelled);
         *child_slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let program = || self.program.clone();
         let status = status.map_err(|e| match e {
-            pipes::Ended::TimedOut => format!(
-                "{} timed out after {} and was killed (--exec-timeout)",
-                self.program,
-                humantime::format_duration(self.timeout)
-            ),
-            pipes::Ended::Wait(e) => format!("cannot wait for {}: {e}", self.program),
+            pipes::Ended::TimedOut => ExecError::TimedOut {
+                program: program(),
+                after: self.timeout,
+            },
+            pipes::Ended::Interrupted => ExecError::Interrupted { program: program() },
+            pipes::Ended::Wait(source) => ExecError::Wait {
+                program: program(),
+                source,
+            },
         });
         let tail = self.scrub(tail.text());
         if !tail.is_empty() && !self.checker {
@@ -123,15 +243,15 @@ impl Exec {
         if status.success() {
             Ok(())
         } else {
-            let last = match self.checker {
+            let output = match self.checker {
                 true => tail.as_str(),
                 false => tail.lines().last().unwrap_or(""),
             };
-            Err(format!(
-                "{} {status}{}{last}",
-                self.program,
-                if last.is_empty() { "" } else { ": " }
-            ))
+            Err(ExecError::Failed {
+                program: self.program.clone(),
+                status,
+                output: output.to_owned(),
+            })
         }
     }
 
@@ -155,12 +275,15 @@ mod pipes {
         time::Instant,
     };
 
-    use super::{DRAIN_GRACE, Tail, stop_group};
+    use super::{DRAIN_GRACE, STOP_GRACE, Tail, stop_group};
 
     /// Why no exit status came.
     pub(super) enum Ended {
         /// The deadline passed: the group was killed.
         TimedOut,
+        /// Cancelled (shutdown): the group was sent SIGTERM, then SIGKILL
+        /// if it outlived [`STOP_GRACE`].
+        Interrupted,
         /// Waiting for the child failed.
         Wait(io::Error),
     }
@@ -173,6 +296,7 @@ mod pipes {
         child: &mut Child,
         input: Vec<u8>,
         deadline: Instant,
+        cancelled: &dyn Fn() -> bool,
     ) -> (Result<ExitStatus, Ended>, Tail) {
         use rustix::event::{PollFd, PollFlags, Timespec, poll};
         use std::os::fd::{AsFd, OwnedFd};
@@ -208,6 +332,10 @@ mod pipes {
                         stop_group(child.id(), true);
                         let _ = child.wait();
                         return (Err(Ended::TimedOut), tail);
+                    }
+                    Ok(None) if cancelled() => {
+                        interrupt(child);
+                        return (Err(Ended::Interrupted), tail);
                     }
                     Ok(None) => {}
                     Err(e) => return (Err(Ended::Wait(e)), tail),
@@ -272,6 +400,22 @@ mod pipes {
         }
     }
 
+    /// SIGTERM to the group, then SIGKILL if it has not exited within
+    /// [`STOP_GRACE`]; reaped either way.
+    fn interrupt(child: &mut Child) {
+        stop_group(child.id(), false);
+        let until = Instant::now() + STOP_GRACE;
+        while Instant::now() < until {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        stop_group(child.id(), true);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// Without `poll` on pipes (Windows): a thread feeds stdin and one
     /// reads each output, and reading stops being waited for
     /// [`DRAIN_GRACE`] after the exit.
@@ -280,6 +424,7 @@ mod pipes {
         child: &mut Child,
         input: Vec<u8>,
         deadline: Instant,
+        cancelled: &dyn Fn() -> bool,
     ) -> (Result<ExitStatus, Ended>, Tail) {
         use std::{
             io::{Read, Write},
@@ -321,6 +466,10 @@ mod pipes {
                     let _ = child.kill();
                     let _ = child.wait();
                     break Err(Ended::TimedOut);
+                }
+                Ok(None) if cancelled() => {
+                    interrupt(child);
+                    break Err(Ended::Interrupted);
                 }
                 Ok(None) => thread::sleep(Duration::from_millis(5)),
                 Err(e) => break Err(Ended::Wait(e)),

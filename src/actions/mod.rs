@@ -23,7 +23,7 @@ use std::{
 use serde_json::{Value, json};
 
 pub use confirm::Confirm;
-pub use exec::Exec;
+pub use exec::{Exec, ExecError};
 pub use signal::{PidSource, SignalAction};
 pub use validate::ValidateExec;
 pub use webhook::{TlsVerify, Webhook, WebhookOptions, parse_header, redact_url};
@@ -193,6 +193,9 @@ struct Shared {
     wake: Condvar,
     /// The running command's process id, to stop it if shutdown times out.
     child: Mutex<Option<u32>>,
+    /// The action running now and its version, to report it interrupted
+    /// if shutdown has to leave it (an HTTP request in flight).
+    running: Mutex<Option<(&'static str, String, String, Instant)>>,
 }
 
 impl Shared {
@@ -211,6 +214,11 @@ pub(crate) struct Round<'a> {
 }
 
 impl Round<'_> {
+    /// True once shutdown began: a running command is stopped.
+    pub(crate) fn closing(&self) -> bool {
+        self.shared.lock().closing
+    }
+
     /// True once a newer config is waiting or shutdown began: retrying for
     /// this one is pointless.
     pub(crate) fn superseded(&self) -> bool {
@@ -296,9 +304,13 @@ impl ActionRunner {
         self.shared.wake.notify_all();
     }
 
-    /// Stops: drops rounds not started, waits up to `timeout` for a running
-    /// one, then stops its command. True if it finished in time.
-    pub fn shutdown(self, timeout: Duration) -> bool {
+    /// Stops: drops rounds not started, and stops a running one at once
+    /// (a command's process group gets SIGTERM, retries and confirmation
+    /// polls end; each is reported as interrupted). An action that cannot
+    /// be stopped (an HTTP request in flight) is waited for up to
+    /// `timeout`, then left, and returned, reported as interrupted, for the
+    /// caller to record: its worker cannot report it any more.
+    pub fn shutdown(self, timeout: Duration) -> Option<ActionReport> {
         {
             let mut s = self.shared.lock();
             s.closing = true;
@@ -308,16 +320,34 @@ impl ActionRunner {
         match self.done.recv_timeout(timeout) {
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let child = *self.shared.child.lock().unwrap_or_else(|e| e.into_inner());
-                log::warn!(
-                    "an action was still running after {}; exiting without it",
-                    humantime::format_duration(timeout)
-                );
                 if let Some(pid) = child {
                     exec::stop(pid);
                 }
-                false
+                let running = self
+                    .shared
+                    .running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                let (action, target, version, started) = running?;
+                let error = format!(
+                    "interrupted: still running {} after shutdown began (--shutdown-timeout); left unfinished",
+                    humantime::format_duration(timeout)
+                );
+                log::warn!("{action} {target}: {error}");
+                Some(ActionReport {
+                    action,
+                    target,
+                    ok: false,
+                    attempts: 1,
+                    duration: started.elapsed(),
+                    version,
+                    finished_at: SystemTime::now(),
+                    error: Some(error),
+                    retry: 0,
+                })
             }
-            _ => true,
+            _ => None,
         }
     }
 }
@@ -415,7 +445,14 @@ fn run_round(
             if matches!(action, Action::Confirm(_)) && !ok {
                 continue;
             }
+            *shared.running.lock().unwrap_or_else(|e| e.into_inner()) = Some((
+                action.kind(),
+                action.target(),
+                event.version.clone(),
+                Instant::now(),
+            ));
             let result = run_guarded(action, event, &round);
+            *shared.running.lock().unwrap_or_else(|e| e.into_inner()) = None;
             ok &= result.ok;
             reports.push(result);
         }
@@ -484,7 +521,11 @@ fn run_guarded(action: &Action, event: &Event, round: &Round<'_>) -> ActionRepor
 fn run_action(action: &Action, event: &Event, round: &Round<'_>) -> ActionReport {
     let started = Instant::now();
     let (attempts, result) = match action {
-        Action::Exec(exec) => (1, exec.run(event, round.dir, &round.shared.child)),
+        Action::Exec(exec) => (
+            1,
+            exec.run(event, round.dir, &round.shared.child, &|| round.closing())
+                .map_err(|e| e.to_string()),
+        ),
         Action::Webhook(hook) => hook.run(event, round),
         Action::Signal(signal) => (1, signal.send()),
         Action::Confirm(confirm) => confirm.run(event, round.began, round),

@@ -12,7 +12,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::Exec;
+use super::{Exec, ExecError};
 use crate::{
     Error,
     event::{Event, EventKind},
@@ -24,6 +24,8 @@ use crate::{
 pub struct ValidateExec {
     exec: Exec,
     key: Option<String>,
+    /// Asked while the checker runs: true stops it (shutdown).
+    cancelled: fn() -> bool,
 }
 
 impl ValidateExec {
@@ -34,7 +36,19 @@ impl ValidateExec {
         let mut exec = Exec::new(program, args);
         exec.timeout = timeout;
         exec.checker = true;
-        ValidateExec { exec, key }
+        ValidateExec {
+            exec,
+            key,
+            cancelled: || false,
+        }
+    }
+
+    /// Stops a running checker (SIGTERM to its process group) as soon as
+    /// `cancelled` says so: a program shutting down does not wait for it.
+    /// The version is then left unjudged, to be checked again.
+    pub fn with_cancel(mut self, cancelled: fn() -> bool) -> Self {
+        self.cancelled = cancelled;
+        self
     }
 
     /// The checker's program.
@@ -69,19 +83,27 @@ impl ValidateExec {
         );
         event.config = Some(Arc::new(config.clone()));
         let slot = Mutex::new(None);
-        exec.run(&event, dir, &slot).map_err(|reason| {
-            if reason.starts_with("cannot start ") {
-                Error::Io {
+        let cancelled = self.cancelled;
+        exec.run(&event, dir, &slot, &cancelled)
+            .map_err(|e| match e {
+                // Said nothing about the version: passing faults, checked
+                // again.
+                ExecError::Start { source, .. } | ExecError::Wait { source, .. } => Error::Io {
                     path: PathBuf::from(&self.exec.program),
                     action: "cannot start the --validate-exec checker",
-                    source: std::io::Error::other(reason),
-                }
-            } else {
-                Error::Invalid {
+                    source,
+                },
+                ExecError::Interrupted { .. } => Error::Io {
+                    path: PathBuf::from(&self.exec.program),
+                    action: "the --validate-exec checker was stopped",
+                    source: std::io::Error::new(std::io::ErrorKind::Interrupted, e.to_string()),
+                },
+                // A refusal, or a checker that never answered: the version
+                // is refused.
+                ExecError::Failed { .. } | ExecError::TimedOut { .. } => Error::Invalid {
                     version: snapshot.version.clone(),
-                    reason: format!("--validate-exec refused it: {reason}"),
-                }
-            }
-        })
+                    reason: format!("--validate-exec refused it: {e}"),
+                },
+            })
     }
 }

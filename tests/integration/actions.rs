@@ -356,13 +356,20 @@ fn sigterm_waits_for_a_running_action_at_most_the_shutdown_timeout() {
             "300ms",
         ],
     );
-    vol.publish(&[("config.json", "2")]);
+    let v2 = vol.publish(&[("config.json", "2")]);
     server.next(); // the round is in flight
     let (took, status) = run.signal_and_time_exit(Signal::TERM);
     assert_eq!(status.code(), Some(0));
     assert!(
         took >= Duration::from_millis(300) && took < Duration::from_secs(3),
         "{took:?}"
+    );
+    // The round left unfinished is reported, not silently dropped.
+    let a = action(&run);
+    assert_eq!((&a["ok"], &a["version"]), (&json!(false), &json!(v2)));
+    assert!(
+        a["error"].as_str().unwrap().starts_with("interrupted"),
+        "{a}"
     );
 
     // A round that finishes within the timeout: waited for, then exit.
@@ -411,4 +418,79 @@ fn exec_accepts_a_double_dash_before_the_command() {
         "{a}"
     );
     assert_eq!(fs::read_to_string(&out).unwrap(), "initial\n");
+}
+
+/// SIGTERM ends the tool within a second whatever is running: a checker on
+/// the loop's thread, a command, a confirmation command, a webhook in
+/// flight. Commands get SIGTERM (their process group) at once, and the
+/// round is reported as interrupted. (A checker used to be waited for to
+/// its end, a command for --shutdown-timeout, 5 s by default.)
+#[cfg(unix)]
+#[test]
+fn sigterm_ends_the_tool_within_a_second_whatever_runs() {
+    use rustix::process::Signal;
+    let vol = vol!();
+    vol.publish(&[("config.json", r#""fast""#)]);
+    let pid_file = vol.tmp.path().join("child.pid");
+    let slow = format!("echo $$ > {}; exec sleep 10", pid_file.display());
+    let checker = format!("sh -c 'grep -q slow {{}} || exit 0; {slow}'");
+    let confirm = format!("sh -c '{slow}'");
+    let server = HookServer::start(|_| (200, Duration::from_secs(10)));
+    let url = server.url("/");
+    let cases: [(&str, Vec<&str>); 4] = [
+        ("checker", vec!["--validate-exec", &checker]),
+        ("exec", vec!["--exec", "sh", "-c", &slow]),
+        (
+            "confirm",
+            vec!["--confirm-exec", &confirm, "--exec", "true"],
+        ),
+        ("webhook", vec!["--webhook-url", &url]),
+    ];
+    for (what, args) in cases {
+        let _ = fs::remove_file(&pid_file);
+        let mut run = watch_json(&vol, &args);
+        let v = vol.publish(&[("config.json", r#""slow""#)]);
+        if what == "webhook" {
+            server.next(); // in flight
+        } else {
+            wait_until(&format!("the {what} to run"), || {
+                fs::read_to_string(&pid_file).is_ok_and(|p| p.ends_with('\n'))
+            });
+        }
+        let (took, status) = run.signal_and_time_exit(Signal::TERM);
+        println!("{what}: SIGTERM to exit {took:?}");
+        assert_eq!(status.code(), Some(0), "{what}");
+        assert!(took < Duration::from_secs(2), "{what}: {took:?}");
+        if what != "webhook" {
+            let pid: i32 = fs::read_to_string(&pid_file)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            assert!(
+                !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "{what}: its process outlived the tool"
+            );
+        }
+        if what != "checker" {
+            // The round's report for the action that was running (the
+            // confirmation comes after --exec true's success).
+            let a = loop {
+                let a = action(&run);
+                if a["ok"] == json!(false) || a["action"] == what {
+                    break a;
+                }
+            };
+            assert_eq!(
+                (&a["ok"], &a["version"]),
+                (&json!(false), &json!(v)),
+                "{what}"
+            );
+            assert!(
+                a["error"].as_str().unwrap().contains("interrupted"),
+                "{what}: {a}"
+            );
+        }
+        vol.publish(&[("config.json", r#""fast""#)]);
+    }
 }

@@ -399,8 +399,10 @@ pub struct ActionArgs {
     #[arg(long, env = "CONFIGMAPWATCH_ON_START", value_parser = boolish(), action = ArgAction::SetTrue)]
     pub on_start: bool,
 
-    /// On SIGTERM, wait this long for running actions, then exit.
-    #[arg(long, value_name = "DURATION", env = "CONFIGMAPWATCH_SHUTDOWN_TIMEOUT", default_value = "5s",
+    /// On SIGTERM, running commands and checkers are stopped at once
+    /// (SIGTERM to their process group) and reported as interrupted; an
+    /// HTTP request in flight is waited for this long, then left.
+    #[arg(long, value_name = "DURATION", env = "CONFIGMAPWATCH_SHUTDOWN_TIMEOUT", default_value = "800ms",
           value_parser = parse_interval)]
     pub shutdown_timeout: Duration,
 }
@@ -493,12 +495,17 @@ impl CheckArgs {
             None => None,
             Some(line) => {
                 let (program, args) = command_line("--validate-exec", line)?;
-                Some(ValidateExec::new(
-                    program,
-                    args,
-                    selector.single_key().map(str::to_owned),
-                    self.validate_timeout,
-                ))
+                Some(
+                    ValidateExec::new(
+                        program,
+                        args,
+                        selector.single_key().map(str::to_owned),
+                        self.validate_timeout,
+                    )
+                    // A checker running when SIGTERM comes is stopped: the
+                    // pod's grace period is not spent waiting for it.
+                    .with_cancel(crate::signals::pending),
+                )
             }
         };
         let target = match (&self.render_to, &self.render_dir) {

@@ -19,6 +19,13 @@ pub fn listen() -> Result<impl Wait, String> {
     imp::listen()
 }
 
+/// Whether a termination signal has come and is waiting for the loop:
+/// asked by work that runs on the loop's thread (a `--validate-exec`
+/// checker), which stops early instead of holding the exit up.
+pub fn pending() -> bool {
+    imp::pending()
+}
+
 #[cfg(target_os = "linux")]
 mod imp {
     use std::{io, ptr, time::Duration};
@@ -49,6 +56,20 @@ mod imp {
         Ok(Signals(set))
     }
 
+    /// Looks without taking it: the loop's wait takes it next.
+    pub fn pending() -> bool {
+        // SAFETY: sigpending fills the set we own; sigismember reads it.
+        unsafe {
+            let mut set = std::mem::zeroed::<libc::sigset_t>();
+            if libc::sigpending(&mut set) != 0 {
+                return false;
+            }
+            [libc::SIGINT, libc::SIGTERM, libc::SIGHUP]
+                .into_iter()
+                .any(|signal| libc::sigismember(&set, signal) == 1)
+        }
+    }
+
     impl Wait for Signals {
         fn wait(&self, timeout: Duration) -> bool {
             let ts = libc::timespec {
@@ -69,12 +90,24 @@ mod imp {
 
 #[cfg(not(target_os = "linux"))]
 mod imp {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use configmapwatch::{ShutdownListener, shutdown_channel};
+
+    /// Set by the handler, for [`pending`].
+    static SIGNALLED: AtomicBool = AtomicBool::new(false);
 
     pub fn listen() -> Result<ShutdownListener, String> {
         let (shutdown, listener) = shutdown_channel();
-        ctrlc::set_handler(move || shutdown.trigger())
-            .map_err(|e| format!("cannot handle signals: {e}"))?;
+        ctrlc::set_handler(move || {
+            SIGNALLED.store(true, Ordering::SeqCst);
+            shutdown.trigger()
+        })
+        .map_err(|e| format!("cannot handle signals: {e}"))?;
         Ok(listener)
+    }
+
+    pub fn pending() -> bool {
+        SIGNALLED.load(Ordering::SeqCst)
     }
 }

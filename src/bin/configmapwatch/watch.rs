@@ -278,8 +278,15 @@ pub fn watch(
         // Start-up and this reload are done: idle ticks need little of it.
         code.release();
     });
-    if let Some(runner) = runner {
-        runner.shutdown(settings.actions.shutdown_timeout);
+    if let Some(runner) = runner
+        && let Some(report) = runner.shutdown(settings.actions.shutdown_timeout)
+    {
+        if let Some(status) = &status {
+            status.observe_action(&report);
+        }
+        if let Some(text) = print.report(&report) {
+            let _ = line(&out, &text);
+        }
     }
     Ok(())
 }
