@@ -1,0 +1,434 @@
+//! The poll loop. [`Watcher::check`] is one tick: in ConfigMap mode an idle
+//! tick is a single `readlink(..data)` compared in place with the target we
+//! already have, with no heap allocation. Only when the target differs is
+//! the volume read (consistently), parsed and reported.
+//!
+//! [`Watcher::run`] checks once, then waits on a shutdown channel with the
+//! interval as timeout, so a shutdown ends it at once whatever the interval.
+//!
+//! Which mode a directory is watched in follows what `..data` is, looked at
+//! again only when the idle check sees it change: a symlink is a ConfigMap
+//! volume; a real directory is a filesystem that hides symlinks (SMB, some
+//! FUSE mounts, Wine), read as plain files under `..data`; no `..data` is a
+//! plain directory. [`LayoutMode`] can force either mode.
+//!
+//! The loop's parts, one file each: [`options`](WatchOptions), the
+//! shutdown and wait between ticks, the per-mode state types, and the
+//! ConfigMap, plain and waiting paths of one tick.
+
+mod configmap;
+mod options;
+mod plain;
+mod shutdown;
+mod state;
+mod waiting;
+
+pub use options::{LayoutMode, WatchOptions};
+pub use shutdown::{Shutdown, ShutdownListener, Wait, shutdown_channel};
+pub use state::Fault;
+
+use state::*;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use log::{debug, info, warn};
+use serde_json::Value;
+
+use crate::{
+    Error,
+    event::{Event, EventKind, Lag},
+    format::Selector,
+    volume::{Layout, Limits, Snapshot, Volume},
+};
+
+/// The wait from now to one interval after `tick` began: ticks keep their
+/// period however long a tick takes (500 directories, a slow handler), so
+/// a version is seen within one interval of its swap. A tick that took
+/// longer than the interval is followed at once, never by a burst.
+fn until_next_tick(tick: Instant, interval: Duration) -> Duration {
+    interval.saturating_sub(tick.elapsed())
+}
+
+/// Receives the watcher's events: a closure, or an `mpsc::Sender<Event>`.
+pub trait EventHandler {
+    /// Called for each event, on the watcher's thread.
+    fn handle(&mut self, event: Event);
+}
+
+impl<F: FnMut(Event)> EventHandler for F {
+    fn handle(&mut self, event: Event) {
+        self(event)
+    }
+}
+
+impl EventHandler for mpsc::Sender<Event> {
+    fn handle(&mut self, event: Event) {
+        // A receiver that hung up no longer wants events; watching goes on
+        // until shutdown.
+        let _ = self.send(event);
+    }
+}
+
+/// Checks a parsed config before it is accepted: given the snapshot it came
+/// from and the config, an `Err` makes the version an error event (the last
+/// good config stays). Typed handles deserialize here.
+pub type Validator = Box<dyn FnMut(&Snapshot, &Value) -> Result<(), Error> + Send>;
+
+/// Proof of life of a watcher's loop, readable from any thread (for
+/// liveness probes and metrics): updated with atomics on every tick, so
+/// the idle path takes no lock and allocates nothing.
+#[derive(Debug, Default)]
+pub struct Heartbeat {
+    ticks: AtomicU64,
+    last_tick_unix_ms: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl Heartbeat {
+    /// How many ticks have run.
+    pub fn ticks(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
+
+    /// How many reads were retried after a passing fault (EMFILE, EIO, a
+    /// swap under way).
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// When the last tick ran, if one has.
+    pub fn last_tick(&self) -> Option<SystemTime> {
+        match self.last_tick_unix_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+
+    fn beat(&self) {
+        self.ticks.fetch_add(1, Ordering::Relaxed);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64);
+        self.last_tick_unix_ms.store(now, Ordering::Relaxed);
+    }
+}
+
+struct ValidatorSlot(Option<Validator>);
+
+impl std::fmt::Debug for ValidatorSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
+}
+
+/// Keeps a config in step with a volume.
+#[derive(Debug)]
+pub struct Watcher {
+    /// The volume directory, shared with every event (no copy per event).
+    dir: Arc<std::path::Path>,
+    validator: ValidatorSlot,
+    heartbeat: Arc<Heartbeat>,
+    volume: Volume,
+    selector: Selector,
+    interval: Duration,
+    mode: Mode,
+    current: Option<Current>,
+    /// The last evaluated version was bad: the next good one is reported
+    /// even if equal to the last good one.
+    failing: bool,
+    /// The subPath warning has been given.
+    warned_plain: bool,
+    /// The "this filesystem hides symlinks" warning has been given.
+    warned_hidden: bool,
+    /// Which layouts may be watched.
+    layout_mode: LayoutMode,
+}
+
+impl Watcher {
+    /// A watcher; nothing is read until the first [`check`](Self::check).
+    ///
+    /// A directory named `..data` is a volume's data directory (seen as a
+    /// directory where symlinks are hidden, or given by hand): its parent
+    /// is watched, through `..data` while that is a symlink and as plain
+    /// files under it while it is a directory. Events still name the
+    /// directory as given.
+    pub fn new(options: WatchOptions) -> Self {
+        let volume_dir = match (options.dir.file_name(), options.dir.parent()) {
+            (Some(name), Some(parent)) if name == "..data" => {
+                let parent = if parent.as_os_str().is_empty() {
+                    std::path::Path::new(".")
+                } else {
+                    parent
+                };
+                info!(
+                    "{}: named ..data, a volume's data directory: watching the volume {} \
+                     (through ..data while it is a symlink, its files while it is a directory)",
+                    options.dir.display(),
+                    parent.display()
+                );
+                parent.to_owned()
+            }
+            _ => options.dir.clone(),
+        };
+        Watcher {
+            dir: options.dir.as_path().into(),
+            validator: ValidatorSlot(None),
+            heartbeat: Arc::default(),
+            volume: {
+                let mut volume = Volume::with_limits(
+                    volume_dir,
+                    Limits {
+                        max_file_size: options.max_file_size,
+                        max_total_size: options.max_total_size,
+                        ..Limits::default()
+                    },
+                );
+                // Only the selected key is read; the others are listed.
+                if let Some(keys) = options.selector.needed_keys() {
+                    volume.select_keys(keys);
+                }
+                volume
+            },
+            selector: options.selector,
+            interval: options.interval,
+            mode: Mode::Waiting {
+                logged_at: None,
+                blocked: None,
+            },
+            current: None,
+            failing: false,
+            warned_plain: false,
+            warned_hidden: false,
+            layout_mode: options.layout,
+        }
+    }
+
+    /// Runs `validator` on every parsed config before accepting it.
+    pub fn with_validator(mut self, validator: Validator) -> Self {
+        self.validator = ValidatorSlot(Some(validator));
+        self
+    }
+
+    /// The loop's heartbeat, shared: updated on every [`check`](Self::check).
+    pub fn heartbeat(&self) -> Arc<Heartbeat> {
+        self.heartbeat.clone()
+    }
+
+    /// The last good config, if there has been one.
+    pub fn current(&self) -> Option<&Arc<Value>> {
+        self.current.as_ref().map(|c| &c.config)
+    }
+
+    /// The version the last good config was read from (the newest version
+    /// holding it, when a new version brought the same config).
+    pub fn current_version(&self) -> Option<&str> {
+        self.current.as_ref().map(|c| c.version.as_str())
+    }
+
+    /// The passing fault the watcher is retrying, if reading the current
+    /// version keeps failing for a reason that is not its content.
+    pub fn fault(&self) -> Option<&Fault> {
+        match &self.mode {
+            Mode::ConfigMap(Link::Retrying { fault, .. }) => Some(fault),
+            Mode::Waiting {
+                blocked: Some(why), ..
+            } => Some(why),
+            Mode::Plain(PlainState {
+                fault: Some(fault), ..
+            }) => Some(fault),
+            _ => None,
+        }
+    }
+
+    /// The layout the watcher is working in (`Missing` until the directory
+    /// has been seen, and while it settles).
+    pub fn layout(&self) -> Layout {
+        match self.mode {
+            Mode::Waiting { .. } | Mode::Settling { .. } => Layout::Missing,
+            Mode::ConfigMap(_) => Layout::ConfigMap,
+            Mode::Plain(_) => Layout::Plain,
+        }
+    }
+
+    /// The time between checks in [`run`](Self::run).
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// One tick: looks at the volume and returns what changed, if anything.
+    pub fn check(&mut self) -> Option<Event> {
+        self.heartbeat.beat();
+        match self.mode {
+            Mode::ConfigMap(_) => self.check_configmap(),
+            Mode::Plain(_) => self.check_plain(),
+            Mode::Waiting { .. } | Mode::Settling { .. } => self.check_waiting(),
+        }
+    }
+
+    /// Checks once, then every interval, handing events to `handler`, until
+    /// `shutdown` fires. Only [`Shutdown::trigger`] stops it: dropping the
+    /// [`Shutdown`] handles does not.
+    pub fn run(&mut self, shutdown: &(impl Wait + ?Sized), handler: &mut impl EventHandler) {
+        loop {
+            let tick = Instant::now();
+            if let Some(event) = self.check() {
+                handler.handle(event);
+            }
+            if shutdown.wait(until_next_tick(tick, self.interval)) {
+                return;
+            }
+        }
+    }
+
+    /// Checks several watchers on one tick, then every interval (the
+    /// shortest of theirs), until `shutdown` fires. `handler` gets the
+    /// events of each tick that had any, together (so that changes found in
+    /// several directories on one tick can run one round of actions), with
+    /// every watcher to read the others' current configs. An idle tick is
+    /// each watcher's idle check and nothing else.
+    pub fn run_many(
+        watchers: &mut [Watcher],
+        shutdown: &(impl Wait + ?Sized),
+        handler: &mut dyn FnMut(&[Watcher], Vec<Event>),
+    ) {
+        let interval = watchers
+            .iter()
+            .map(|w| w.interval)
+            .min()
+            .unwrap_or(Duration::from_secs(1));
+        loop {
+            let tick = Instant::now();
+            // No allocation unless an event arrives.
+            let mut events = Vec::new();
+            for watcher in watchers.iter_mut() {
+                events.extend(watcher.check());
+            }
+            if !events.is_empty() {
+                handler(watchers, events);
+            }
+            if shutdown.wait(until_next_tick(tick, interval)) {
+                return;
+            }
+        }
+    }
+
+    /// The volume directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Decides what a freshly read snapshot means for the config.
+    fn evaluate(&mut self, snapshot: Snapshot, detected_at: SystemTime) -> Option<Event> {
+        let lag = snapshot
+            .swapped_at
+            .map(|swapped| Lag::between(swapped, detected_at));
+        let validated =
+            self.selector
+                .extract(&snapshot)
+                .and_then(|config| match &mut self.validator.0 {
+                    Some(validate) => validate(&snapshot, &config).map(|()| config),
+                    None => Ok(config),
+                });
+        let config = match validated {
+            Ok(config) => config,
+            // A checker that could not start (EMFILE, EAGAIN) said nothing
+            // about the version: read and check it again next tick.
+            Err(e)
+                if e.kind() == crate::ErrorKind::Transient
+                    && matches!(self.mode, Mode::ConfigMap(_)) =>
+            {
+                self.retry_later(&e);
+                return None;
+            }
+            Err(e) => return Some(self.error_event(snapshot.version, detected_at, lag, &e)),
+        };
+        let kind = match &mut self.current {
+            None => EventKind::Initial,
+            Some(current) if !self.failing && *current.config == config => {
+                debug!("{}: config unchanged", snapshot.version);
+                // The newest version holding this config is the current
+                // one: a later change names it as the previous version.
+                current.version = snapshot.version;
+                return None;
+            }
+            Some(_) => EventKind::Change,
+        };
+        self.failing = false;
+        let config = Arc::new(config);
+        let previous = self.current.replace(Current {
+            config: config.clone(),
+            version: snapshot.version.clone(),
+        });
+        if let Some(lag) = lag.filter(|l| l.seconds < 0.0) {
+            warn!(
+                "{}: detected {:.1} ms before its swap time: this node's clock and the \
+                 volume's timestamps disagree (clock skew)",
+                snapshot.version,
+                -lag.seconds * 1e3
+            );
+        }
+        Some(Event {
+            kind,
+            dir: self.dir.clone(),
+            version: snapshot.version,
+            previous_version: previous.map(|p| p.version),
+            detected_at,
+            lag,
+            config: Some(config),
+            key: None,
+            error: None,
+        })
+    }
+
+    fn error_event(
+        &mut self,
+        version: String,
+        detected_at: SystemTime,
+        lag: Option<Lag>,
+        e: &Error,
+    ) -> Event {
+        self.failing = true;
+        match &self.current {
+            Some(current) => warn!(
+                "{}; keeping the last good config ({})",
+                e.chain(),
+                current.version
+            ),
+            None => warn!("{}; there is no good config yet", e.chain()),
+        }
+        Event {
+            kind: EventKind::Error,
+            dir: self.dir.clone(),
+            version,
+            previous_version: self.current_version().map(str::to_owned),
+            detected_at,
+            lag,
+            config: self.current().cloned(),
+            key: e.key().map(str::to_owned),
+            error: Some(e.chain()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_tick_shortens_the_wait_and_an_overlong_one_skips_it() {
+        let second = Duration::from_secs(1);
+        let slow = Instant::now() - Duration::from_millis(300);
+        let wait = until_next_tick(slow, second);
+        assert!(wait <= Duration::from_millis(700), "{wait:?}");
+        assert!(wait > Duration::from_millis(600), "{wait:?}");
+        let overlong = Instant::now() - Duration::from_millis(1500);
+        assert_eq!(until_next_tick(overlong, second), Duration::ZERO);
+    }
+}

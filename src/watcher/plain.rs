@@ -1,0 +1,220 @@
+//! Plain mode: a directory without a `..data` link (or one whose symlinks
+//! the filesystem hides), compared by content fingerprints on each tick.
+
+use std::time::{Instant, SystemTime};
+
+use log::{debug, info, warn};
+
+use super::{LayoutMode, Watcher, state::*};
+use crate::{
+    Error,
+    event::Event,
+    volume::{DataEntry, LinkRead, WalkError},
+};
+
+impl Watcher {
+    /// Switches to plain mode over `walk`, saying once what is lost when
+    /// that is `..data` (`entry`: a directory, or a link followed).
+    pub(super) fn set_plain(&mut self, walk: Walk, entry: DataEntry) {
+        let dir = self.volume.dir().display();
+        match (walk, entry) {
+            (Walk::Data, DataEntry::Dir) if !self.warned_hidden => {
+                warn!(
+                    "{dir}: ..data is a directory, not a symlink: this filesystem hides symlinks \
+                     (SMB, some FUSE mounts, Wine). Watching {dir}/..data as a plain directory \
+                     (content compared on each tick): an update's keys may be read across two \
+                     versions, and with no swap time there is no lag."
+                );
+                self.warned_hidden = true;
+            }
+            (Walk::Data, DataEntry::Dir) => {
+                info!("{dir}: ..data is a directory again; watching it as a plain directory");
+            }
+            (Walk::Data, _) => info!(
+                "{dir}: the layout is forced to plain (--layout plain): watching {dir}/..data \
+                 through its symlink as a plain directory; an update's keys may be read across \
+                 two versions, and with no swap time there is no lag"
+            ),
+            (Walk::Dir(_), _) => {}
+        }
+        self.mode = Mode::Plain(PlainState::new(walk));
+    }
+
+    pub(super) fn check_plain(&mut self) -> Option<Event> {
+        let Mode::Plain(state) = &self.mode else {
+            unreachable!("check_plain outside plain mode")
+        };
+        let walk = state.walk;
+        // One readlink, as in ConfigMap mode: has `..data` changed kind?
+        let (present, link) = match self.volume.data_link().read() {
+            Ok(LinkRead::Missing) | Err(_) => (false, false),
+            Ok(LinkRead::NotALink) => (true, false),
+            Ok(LinkRead::Target(_) | LinkRead::TooLong) => (true, true),
+        };
+        let forced_plain = self.layout_mode == LayoutMode::Plain;
+        match (walk, present, link) {
+            // Still what is walked.
+            (Walk::Dir(_), false, _) | (Walk::Data, true, false) => {}
+            (Walk::Data, true, true) if forced_plain => {}
+            (Walk::Data, true, true) => {
+                info!(
+                    "{}: ..data is a symlink now; watching it as a ConfigMap volume",
+                    self.volume.dir().display()
+                );
+                self.mode = Mode::ConfigMap(Link::Unread);
+                return self.check_configmap();
+            }
+            // Missing for a moment (a writer replacing it, the Windows
+            // swap), as in ConfigMap mode: look again next tick.
+            (Walk::Data, false, _) => {
+                if !self.volume.dir().is_dir() {
+                    self.enter_waiting();
+                } else {
+                    debug!(
+                        "{}: ..data is missing; retrying next tick",
+                        self.volume.dir().display()
+                    );
+                }
+                return None;
+            }
+            (Walk::Dir(_), true, _) => match (self.layout_mode, self.volume.data_entry()) {
+                (_, entry @ DataEntry::Dir) | (LayoutMode::Plain, entry @ DataEntry::Link) => {
+                    self.set_plain(Walk::Data, entry);
+                    return self.check_plain();
+                }
+                // Gone again, or a file under forced plain: the directory
+                // itself is still what is walked.
+                (_, DataEntry::Missing) | (LayoutMode::Plain, DataEntry::Other) => {}
+                (LayoutMode::Auto | LayoutMode::ConfigMap, DataEntry::Link | DataEntry::Other) => {
+                    info!(
+                        "{}: ..data appeared; watching it as a ConfigMap volume",
+                        self.volume.dir().display()
+                    );
+                    self.mode = Mode::ConfigMap(Link::Unread);
+                    return self.check_configmap();
+                }
+            },
+        }
+        let root = walk.root();
+        let detected_at = SystemTime::now();
+        let fps = match self.volume.fingerprints(root) {
+            Ok(fps) => fps,
+            Err(WalkError::Vanished) => {
+                if !self.volume.dir().is_dir() {
+                    self.enter_waiting();
+                }
+                return None;
+            }
+            Err(WalkError::Fatal(e)) if e.is_transient() => {
+                self.plain_fault(&e);
+                return None;
+            }
+            Err(WalkError::Fatal(e)) => {
+                let Mode::Plain(state) = &mut self.mode else {
+                    unreachable!()
+                };
+                if state.failed {
+                    return None;
+                }
+                state.failed = true;
+                state.fingerprints.clear();
+                return Some(self.error_event("-".into(), detected_at, None, &e));
+            }
+        };
+        self.warn_subpath(!fps.is_empty());
+        let Mode::Plain(state) = &mut self.mode else {
+            unreachable!()
+        };
+        state.failed = false;
+        // The first look always reads, even an empty directory: "not read
+        // yet" is `version: None`, never an empty fingerprint list. A
+        // fingerprint taken within the timestamp granularity of a file's
+        // mtime is unconfirmed ("racy clean", as git calls it): a same-size
+        // rewrite in the same timestamp tick leaves it unchanged, so the
+        // content is compared again until the fingerprint is old enough.
+        let racy = state
+            .taken_at
+            .is_some_and(|taken| state.fingerprints.iter().any(|fp| fp.is_racy(taken)));
+        if state.version.is_some() && fps == state.fingerprints && !racy {
+            return None;
+        }
+        state.fingerprints = fps;
+        state.taken_at = Some(detected_at);
+        match self.volume.read_plain_in(root) {
+            Ok(snapshot) if state.version.as_deref() == Some(snapshot.version.as_str()) => {
+                state.fault = None;
+                debug!(
+                    "{}: metadata changed, content did not",
+                    self.volume.dir().display()
+                );
+                None
+            }
+            Ok(snapshot) => {
+                state.fault = None;
+                state.version = Some(snapshot.version.clone());
+                self.evaluate(snapshot, detected_at)
+            }
+            Err(e) if e.is_transient() => {
+                self.plain_fault(&e);
+                None
+            }
+            Err(e) => {
+                state.fault = None;
+                Some(self.error_event("-".into(), detected_at, None, &e))
+            }
+        }
+    }
+
+    /// A passing fault in plain mode: look again on the next tick, logging
+    /// the fault once.
+    pub(super) fn plain_fault(&mut self, e: &Error) {
+        let Mode::Plain(state) = &mut self.mode else {
+            return;
+        };
+        let fault = Fault::of(e);
+        if state.fault.as_ref() != Some(&fault) {
+            warn!("{}; retrying on each tick", fault.message);
+        }
+        state.fingerprints.clear();
+        state.taken_at = None;
+        state.fault = Some(fault);
+    }
+
+    /// The subPath warning, for the directory itself: given at once when
+    /// the first look finds files (and found no kubelet entries), else once
+    /// the directory has had files for [`SETTLE`] without `..data`
+    /// appearing: a writer filling an empty directory a moment after we
+    /// start is not a subPath mount.
+    pub(super) fn warn_subpath(&mut self, has_files: bool) {
+        let Mode::Plain(PlainState {
+            walk: Walk::Dir(due),
+            ..
+        }) = &mut self.mode
+        else {
+            return;
+        };
+        if self.warned_plain {
+            return;
+        }
+        let now = match due {
+            SubpathWarning::FirstLook if has_files => true,
+            SubpathWarning::FirstLook => {
+                *due = SubpathWarning::Settle(None);
+                false
+            }
+            SubpathWarning::Settle(_) if !has_files => false,
+            SubpathWarning::Settle(since) => {
+                since.get_or_insert_with(Instant::now).elapsed() >= SETTLE
+            }
+        };
+        if now {
+            warn!(
+                "{}: no ..data link, so watching it as a plain directory (content is \
+                 compared on each tick). If this is a Kubernetes subPath mount, it will \
+                 never receive updates: mount the whole volume instead.",
+                self.volume.dir().display()
+            );
+            self.warned_plain = true;
+        }
+    }
+}
