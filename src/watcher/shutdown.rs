@@ -3,7 +3,7 @@
 
 use std::{sync::mpsc, time::Duration};
 
-/// Ends a running [`Watcher::run`]. Cheap to clone; usable from a signal
+/// Ends a running [`Watcher::run`](super::Watcher::run). Cheap to clone; usable from a signal
 /// handler's thread.
 #[derive(Debug, Clone)]
 pub struct Shutdown(mpsc::Sender<()>);
@@ -34,7 +34,7 @@ impl ShutdownListener {
     }
 }
 
-/// What [`Watcher::run`] and [`Watcher::run_many`] wait on between ticks:
+/// What [`Watcher::run`](super::Watcher::run) and [`Watcher::run_many`](super::Watcher::run_many) wait on between ticks:
 /// a timed wait that says whether to stop.
 ///
 /// [`ShutdownListener`] is the usual one. A program can bring its own: the
