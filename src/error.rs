@@ -90,6 +90,19 @@ pub enum Error {
         /// The parser's message, without the position.
         message: String,
     },
+    /// A key's content parses, but holds a value JSON cannot carry (an
+    /// infinite or NaN float). A typed config takes it
+    /// ([`Live`](crate::Live)); events, webhooks and `--exec` cannot.
+    Unrepresentable {
+        /// The key.
+        key: String,
+        /// The format it was read as.
+        format: Format,
+        /// Where the value is.
+        position: Option<Position>,
+        /// The field path and the value.
+        message: String,
+    },
     /// A key's format cannot be told from its extension, or is not built
     /// in.
     Format {
@@ -194,6 +207,7 @@ impl Error {
             | Error::Refused { .. }
             | Error::MissingKey { .. }
             | Error::Parse { .. }
+            | Error::Unrepresentable { .. }
             | Error::Format { .. }
             | Error::Invalid { .. }
             | Error::NotText { .. }
@@ -217,6 +231,7 @@ impl Error {
             | Error::ReadKey { key, .. }
             | Error::MissingKey { key, .. }
             | Error::Parse { key, .. }
+            | Error::Unrepresentable { key, .. }
             | Error::Format { key, .. }
             | Error::NotText { key }
             | Error::UnsetVariable { key, .. }
@@ -296,6 +311,18 @@ impl std::fmt::Display for Error {
                 position: None,
                 message,
             } => write!(f, "key {key}: invalid {format}: {message}"),
+            Error::Unrepresentable {
+                key,
+                format,
+                position,
+                message,
+            } => {
+                write!(f, "key {key}: {format} value JSON cannot carry")?;
+                if let Some(Position { line, column }) = position {
+                    write!(f, ", at line {line} column {column}")?;
+                }
+                write!(f, ": {message}")
+            }
             Error::Format { key, reason } => write!(f, "key {key}: {reason}"),
             Error::Invalid { version, reason } => write!(f, "{version}: refused: {reason}"),
             Error::NoConfig {
