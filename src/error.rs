@@ -111,8 +111,11 @@ pub enum Error {
         /// Why, and how to choose a format.
         reason: String,
     },
-    /// A typed config (or validator) refused the version.
+    /// A validator ([`LiveBuilder::validate`](crate::LiveBuilder::validate)
+    /// or `--validate-exec`) refused the version.
     Invalid {
+        /// The key at fault: the one key selected, if one is.
+        key: Option<String>,
         /// The version refused.
         version: String,
         /// The validator's message.
@@ -236,6 +239,7 @@ impl Error {
             | Error::NotText { key }
             | Error::UnsetVariable { key, .. }
             | Error::InvalidKey { key, .. } => Some(key),
+            Error::Invalid { key, .. } => key.as_deref(),
             Error::BadTarget { .. } | Error::DataLinkMissing { .. } => Some("..data"),
             _ => None,
         }
@@ -303,7 +307,7 @@ impl std::fmt::Display for Error {
                 message,
             } => write!(
                 f,
-                "key {key}: invalid {format} at line {line}, column {column}: {message}"
+                "key {key}: invalid {format}, at line {line} column {column}: {message}"
             ),
             Error::Parse {
                 key,
@@ -324,7 +328,15 @@ impl std::fmt::Display for Error {
                 write!(f, ": {message}")
             }
             Error::Format { key, reason } => write!(f, "key {key}: {reason}"),
-            Error::Invalid { version, reason } => write!(f, "{version}: refused: {reason}"),
+            // The version is the event's; the message says what to fix.
+            Error::Invalid {
+                key: Some(key),
+                reason,
+                ..
+            } => write!(f, "key {key}: {reason}"),
+            Error::Invalid {
+                key: None, reason, ..
+            } => f.write_str(reason),
             Error::NoConfig {
                 path,
                 waited,

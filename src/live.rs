@@ -302,8 +302,9 @@ impl<T: DeserializeOwned + Send + Sync + 'static> LiveBuilder<T> {
             let typed: T = selector.deserialize(snapshot, config)?;
             if let Some(check) = &check {
                 check(&typed).map_err(|reason| Error::Invalid {
+                    key: selector.single_key().map(str::to_owned),
                     version: snapshot.version.clone(),
-                    reason,
+                    reason: format!("refused by the validator: {reason}"),
                 })?;
             }
             *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(typed);

@@ -79,8 +79,12 @@ impl ValidateExec {
                 }
             } else {
                 Error::Invalid {
+                    key: self.key.clone(),
                     version: snapshot.version.clone(),
-                    reason: format!("--validate-exec refused it: {reason}"),
+                    reason: format!(
+                        "refused by --validate-exec ({}): {reason}",
+                        self.exec.program
+                    ),
                 }
             }
         })

@@ -352,3 +352,77 @@ fn json_numbers_past_f64_stay_exact() {
         );
     }
 }
+
+/// One error shape (issue 21): `key K: <what>, at line L column C:
+/// <detail>`, 1-based, the value where there is one, no Rust Debug text,
+/// no library option names, the line a person must fix.
+#[test]
+fn error_messages_read_once() {
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct P {
+        port: u16,
+    }
+    let mut cases = vec![
+        (
+            "c.json",
+            "{\n\"a\": 1,\n",
+            "key c.json: invalid JSON, at line 2 column 8: EOF while parsing a value",
+        ),
+        (
+            "c.json",
+            "{\n  \"port\": 70000\n}",
+            "key c.json: invalid JSON, at line 2 column 15: port: 70000 is out of range for u16",
+        ),
+    ];
+    if cfg!(feature = "yaml") {
+        cases.extend([
+            (
+                "c.yaml",
+                "a: 1\n---\na: 2\n",
+                "key c.yaml: invalid YAML, at line 2 column 1: holds 2 YAML documents \
+                 (separated by ---); a key holds one document",
+            ),
+            (
+                "c.yaml",
+                "a: 1\na: 2\n",
+                "key c.yaml: invalid YAML, at line 2 column 1: duplicate mapping key: a (a key \
+                 may appear once)",
+            ),
+            (
+                "c.yaml",
+                "a: 1\nb: 2\nc: \"abc\nd: 4\n",
+                "key c.yaml: invalid YAML, at line 3 column 4: this quote is not closed (the \
+                 parser gave up at line 4: invalid indentation in multiline quoted scalar)",
+            ),
+            (
+                "c.yaml",
+                "port: 70000\n",
+                "key c.yaml: invalid YAML, at line 1 column 7: port: 70000 is out of range for u16",
+            ),
+            (
+                "c.yaml",
+                "port: x # a comment\n",
+                "key c.yaml: invalid YAML, at line 1 column 7: port: invalid type: string \"x\", \
+                 expected u16",
+            ),
+        ]);
+    }
+    if cfg!(feature = "toml") {
+        cases.push((
+            "c.toml",
+            "port = 70000\n",
+            "key c.toml: invalid TOML, at line 1 column 8: port: 70000 is out of range for u16",
+        ));
+    }
+    for (key, text, expected) in cases {
+        let sel = Selector::key(key);
+        let s = snapshot(key, text.as_bytes());
+        let err = match sel.extract(&s) {
+            Err(e) => e,
+            Ok(v) => sel.deserialize::<P>(&s, &v).unwrap_err(),
+        };
+        assert_eq!(err.to_string(), expected, "{text:?}");
+        assert_eq!(err.key(), Some(key));
+    }
+}

@@ -24,6 +24,7 @@ mod readme;
 mod serve;
 mod tls;
 mod torture;
+mod values;
 mod volume;
 mod watcher;
 mod writer;
