@@ -823,6 +823,9 @@ fn yaml_options(schema: YamlSchema) -> serde_saphyr::Options {
     options.legacy_octal_numbers = schema == YamlSchema::Yaml11;
     // Non-finite floats reach yaml_json, which names the field they are in.
     options.reject_non_finite_typeless_float = false;
+    // `!!binary` into text (JSON, a string field) is its base64 as written,
+    // as YAML 1.2 loaders give it, not refused when it decodes to bytes.
+    options.ignore_binary_tag_for_string = true;
     options
 }
 

@@ -64,6 +64,15 @@ pub(super) fn detail(message: &str, written: Option<&str>) -> String {
     if let Some(i) = message.find(", set DuplicateKeyPolicy") {
         return format!("{} (a key may appear once)", &message[..i]);
     }
+    // Any other advice to set one of serde-saphyr's options is for the
+    // programmer who wrote us, not for the person reading the event.
+    for advice in [". If you", ", set "] {
+        if let Some(i) = message.find(advice)
+            && message[i..].contains(" in Options")
+        {
+            return message[..i].to_owned();
+        }
+    }
     message.to_owned()
 }
 

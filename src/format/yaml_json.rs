@@ -193,9 +193,13 @@ impl Convert<'_> {
             scalar => {
                 // A plain scalar is resolved again from its text. A
                 // multi-line plain scalar is folded by the parser: its text
-                // as written is not its value, and never a number.
+                // as written is not its value, and never a number. An empty
+                // span is an empty plain scalar (null to the parser too) or
+                // an empty block scalar (text): the parser knows which.
                 let resolved = match plain {
-                    Some(text) if !text.contains('\n') => Some(resolve(text, self.resolve.yaml)),
+                    Some(text) if !text.contains('\n') && !text.is_empty() => {
+                        Some(resolve(text, self.resolve.yaml))
+                    }
                     _ => None,
                 };
                 let resolved = match resolved {

@@ -11,6 +11,7 @@ mod actions;
 mod checks;
 mod cli;
 mod confirm;
+mod conformance;
 mod dirs;
 mod faults;
 #[cfg(target_os = "linux")]
