@@ -66,6 +66,7 @@ pub(crate) struct Resolve {
 }
 
 /// `path: what`, or `what` at the top.
+#[cfg(any(feature = "yaml", feature = "toml"))]
 fn field_message(path: &str, what: &str) -> String {
     if path.is_empty() {
         what.to_owned()
@@ -75,6 +76,7 @@ fn field_message(path: &str, what: &str) -> String {
 }
 
 /// The refusal of a non-finite float, which JSON cannot carry.
+#[cfg(any(feature = "yaml", feature = "toml"))]
 fn non_finite_message(path: &str, written: &str) -> String {
     field_message(
         path,

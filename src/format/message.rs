@@ -81,6 +81,7 @@ fn is_integer(text: &str) -> bool {
     !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
+#[cfg(feature = "yaml")]
 /// The plain scalar starting at `position` in `source`, up to a comment,
 /// a flow indicator or the end of the line.
 pub(super) fn scalar_at(source: &str, position: Position) -> Option<&str> {
@@ -119,6 +120,7 @@ pub(super) fn json_position(source: &[u8], line: usize, column: usize) -> Positi
     }
 }
 
+#[cfg(feature = "yaml")]
 /// A quoted scalar left open is noticed where the parser gives up, lines
 /// later (an indentation error, the end of the stream): the line to fix is
 /// the one whose quote is not closed. Returns that quote's position.
@@ -136,6 +138,7 @@ pub(super) fn open_quote(source: &str, noticed: Position) -> Option<Position> {
     None
 }
 
+#[cfg(feature = "yaml")]
 /// The 1-based column of a quote that opens a scalar on `line` and is not
 /// closed on it (outside a comment).
 fn unclosed_quote(line: &str) -> Option<usize> {
