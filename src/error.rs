@@ -90,6 +90,19 @@ pub enum Error {
         /// The parser's message, without the position.
         message: String,
     },
+    /// A key's content parses, but holds a value JSON cannot carry (an
+    /// infinite or NaN float). A typed config takes it
+    /// ([`Live`](crate::Live)); events, webhooks and `--exec` cannot.
+    Unrepresentable {
+        /// The key.
+        key: String,
+        /// The format it was read as.
+        format: Format,
+        /// Where the value is.
+        position: Option<Position>,
+        /// The field path and the value.
+        message: String,
+    },
     /// A key's format cannot be told from its extension, or is not built
     /// in.
     Format {
@@ -98,8 +111,11 @@ pub enum Error {
         /// Why, and how to choose a format.
         reason: String,
     },
-    /// A typed config (or validator) refused the version.
+    /// A validator ([`LiveBuilder::validate`](crate::LiveBuilder::validate)
+    /// or `--validate-exec`) refused the version.
     Invalid {
+        /// The key at fault: the one key selected, if one is.
+        key: Option<String>,
         /// The version refused.
         version: String,
         /// The validator's message.
@@ -194,6 +210,7 @@ impl Error {
             | Error::Refused { .. }
             | Error::MissingKey { .. }
             | Error::Parse { .. }
+            | Error::Unrepresentable { .. }
             | Error::Format { .. }
             | Error::Invalid { .. }
             | Error::NotText { .. }
@@ -217,10 +234,12 @@ impl Error {
             | Error::ReadKey { key, .. }
             | Error::MissingKey { key, .. }
             | Error::Parse { key, .. }
+            | Error::Unrepresentable { key, .. }
             | Error::Format { key, .. }
             | Error::NotText { key }
             | Error::UnsetVariable { key, .. }
             | Error::InvalidKey { key, .. } => Some(key),
+            Error::Invalid { key, .. } => key.as_deref(),
             Error::BadTarget { .. } | Error::DataLinkMissing { .. } => Some("..data"),
             _ => None,
         }
@@ -288,7 +307,7 @@ impl std::fmt::Display for Error {
                 message,
             } => write!(
                 f,
-                "key {key}: invalid {format} at line {line}, column {column}: {message}"
+                "key {key}: invalid {format}, at line {line} column {column}: {message}"
             ),
             Error::Parse {
                 key,
@@ -296,8 +315,28 @@ impl std::fmt::Display for Error {
                 position: None,
                 message,
             } => write!(f, "key {key}: invalid {format}: {message}"),
+            Error::Unrepresentable {
+                key,
+                format,
+                position,
+                message,
+            } => {
+                write!(f, "key {key}: {format} value JSON cannot carry")?;
+                if let Some(Position { line, column }) = position {
+                    write!(f, ", at line {line} column {column}")?;
+                }
+                write!(f, ": {message}")
+            }
             Error::Format { key, reason } => write!(f, "key {key}: {reason}"),
-            Error::Invalid { version, reason } => write!(f, "{version}: refused: {reason}"),
+            // The version is the event's; the message says what to fix.
+            Error::Invalid {
+                key: Some(key),
+                reason,
+                ..
+            } => write!(f, "key {key}: {reason}"),
+            Error::Invalid {
+                key: None, reason, ..
+            } => f.write_str(reason),
             Error::NoConfig {
                 path,
                 waited,

@@ -120,7 +120,7 @@ pub mod writer;
 
 pub use error::{Error, ErrorKind, Result, error_chain};
 pub use event::{Event, EventKind, Lag, OutputFormat};
-pub use format::{Format, Position, Selector};
+pub use format::{Format, Position, Selector, YamlSchema};
 pub use live::{Live, LiveBuilder, LiveDriver};
 pub use volume::{Layout, ReadStep, Snapshot, Volume};
 pub use watcher::{

@@ -21,7 +21,8 @@ use arc_swap::ArcSwap;
 use serde_core::de::DeserializeOwned;
 
 use crate::{
-    Error, Event, EventKind, Format, Result, Selector, WatchOptions, Watcher, watcher::Validator,
+    Error, Event, EventKind, Format, Result, Selector, WatchOptions, Watcher, YamlSchema,
+    watcher::Validator,
 };
 
 type Check<T> = Box<dyn Fn(&T) -> Result<(), String> + Send>;
@@ -167,6 +168,7 @@ impl<T> Live<T> {
 pub struct LiveBuilder<T> {
     options: WatchOptions,
     format: Option<Format>,
+    yaml_schema: Option<YamlSchema>,
     validate: Option<Check<T>>,
     on_change: Option<OnChange<T>>,
     on_error: Option<OnError>,
@@ -177,6 +179,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> LiveBuilder<T> {
         LiveBuilder {
             options,
             format: None,
+            yaml_schema: None,
             validate: None,
             on_change: None,
             on_error: None,
@@ -198,6 +201,14 @@ impl<T: DeserializeOwned + Send + Sync + 'static> LiveBuilder<T> {
     /// Parses the keys as `format`, whatever their extension.
     pub fn format(mut self, format: Format) -> Self {
         self.format = Some(format);
+        self
+    }
+
+    /// Resolves plain YAML scalars by `schema` (default YAML 1.2's core
+    /// schema; [`YamlSchema::Yaml11`] makes `no` a boolean and `0755`
+    /// octal), for `T` and for the events' JSON alike.
+    pub fn yaml_schema(mut self, schema: YamlSchema) -> Self {
+        self.yaml_schema = Some(schema);
         self
     }
 
@@ -276,6 +287,12 @@ impl<T: DeserializeOwned + Send + Sync + 'static> LiveBuilder<T> {
         if let Some(format) = self.format {
             options.selector = options.selector.with_format(format);
         }
+        if let Some(schema) = self.yaml_schema {
+            options.selector = options.selector.with_yaml_schema(schema);
+        }
+        // The JSON value is a step towards T, whose float fields take an
+        // infinity the value cannot hold.
+        options.selector = options.selector.with_non_finite_as_text();
         let dir = options.dir.clone();
         let selector = options.selector.clone();
         let accepted: Arc<Mutex<Option<T>>> = Arc::default();
@@ -285,8 +302,9 @@ impl<T: DeserializeOwned + Send + Sync + 'static> LiveBuilder<T> {
             let typed: T = selector.deserialize(snapshot, config)?;
             if let Some(check) = &check {
                 check(&typed).map_err(|reason| Error::Invalid {
+                    key: selector.single_key().map(str::to_owned),
                     version: snapshot.version.clone(),
-                    reason,
+                    reason: format!("refused by the validator: {reason}"),
                 })?;
             }
             *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(typed);

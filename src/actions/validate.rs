@@ -101,8 +101,9 @@ impl ValidateExec {
                 // A refusal, or a checker that never answered: the version
                 // is refused.
                 ExecError::Failed { .. } | ExecError::TimedOut { .. } => Error::Invalid {
+                    key: self.key.clone(),
                     version: snapshot.version.clone(),
-                    reason: format!("--validate-exec refused it: {e}"),
+                    reason: format!("refused by --validate-exec ({}): {e}", self.exec.program),
                 },
             })
     }

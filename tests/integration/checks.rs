@@ -127,7 +127,11 @@ fn validate_exec_blocks_a_conf_nginx_rejects_and_a_good_one_reloads_nginx_by_nam
     )]);
     let e = run.event_for("error", &broken);
     let error = e["error"].as_str().unwrap();
-    assert!(error.contains("--validate-exec refused it"), "{e}");
+    assert!(
+        error.starts_with("key nginx.conf: refused by --validate-exec ("),
+        "{e}"
+    );
+    assert_eq!(e["key"], "nginx.conf", "{e}");
     assert!(
         error.contains("nginx") && error.contains("test failed"),
         "{e}"

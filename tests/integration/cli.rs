@@ -104,7 +104,10 @@ fn errors_are_events_and_the_watcher_goes_on() {
     let e = watch.event_for("error", &bad);
     assert_eq!(e["key"], "config.json");
     assert!(
-        e["error"].as_str().unwrap().contains("line 1, column 7"),
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains(", at line 1 column 7: "),
         "{e}"
     );
     assert_eq!(e["config"], json!({"a": 1}));

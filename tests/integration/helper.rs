@@ -106,6 +106,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("fusermount3", "fuse3"),
     ("openssl", "openssl"),
     ("jq", "jq"),
+    ("python3", "python3"),
 ];
 
 /// Whether every one of `tools` is installed. Where one is not, the test

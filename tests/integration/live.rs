@@ -98,9 +98,12 @@ fn each_format_typed_refusals_keep_the_last_good_and_recover() {
         assert_eq!(live.version(), vol.target());
 
         for (content, expect) in [
-            (mismatch, "server.port: invalid"),
+            (
+                mismatch,
+                "server.port: invalid type: string \"x\", expected u16",
+            ),
             (syntax, "at line 3"),
-            (refused, "port 1 is privileged"),
+            (refused, "refused by the validator: port 1 is privileged"),
         ] {
             let n = errors.lock().unwrap().len();
             let version = vol.publish(&[(key, content)]);
@@ -115,6 +118,10 @@ fn each_format_typed_refusals_keep_the_last_good_and_recover() {
                 message.contains(expect),
                 "{key}: {message:?} lacks {expect:?}"
             );
+            // One error shape (issue 21): every event names the key at
+            // fault, the validator's refusal included, and starts with it.
+            assert_eq!(e.key.as_deref(), Some(key), "{message}");
+            assert!(message.starts_with(&format!("key {key}: ")), "{message}");
             if expect.starts_with("server.port") {
                 assert_eq!(e.key.as_deref(), Some(key));
                 assert!(
@@ -382,7 +389,7 @@ fn all_keys_parses_yaml_and_leaves_binary_keys_out() {
         e["error"]
             .as_str()
             .unwrap()
-            .contains("invalid YAML at line"),
+            .starts_with("key app.yaml: invalid YAML, at line 1 column"),
         "{e}"
     );
     let deadline = Instant::now() + DEADLINE;

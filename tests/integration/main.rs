@@ -11,6 +11,7 @@ mod actions;
 mod checks;
 mod cli;
 mod confirm;
+mod conformance;
 mod dirs;
 mod faults;
 #[cfg(target_os = "linux")]
@@ -25,6 +26,7 @@ mod readme;
 mod serve;
 mod tls;
 mod torture;
+mod values;
 mod volume;
 mod watcher;
 mod writer;

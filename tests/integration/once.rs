@@ -36,7 +36,7 @@ fn once_with_output_config_prints_the_config_and_nothing_else() {
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty(), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("line 1, column 2"), "{stderr}");
+    assert!(stderr.contains(", at line 1 column 2: "), "{stderr}");
 }
 
 #[cfg(unix)]

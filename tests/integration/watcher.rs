@@ -128,7 +128,7 @@ fn invalid_json_keeps_the_last_good_config_and_recovers() {
     );
     assert_eq!(e.key.as_deref(), Some("config.json"));
     let message = e.error.unwrap();
-    assert!(message.contains("line 3, column 3"), "{message}");
+    assert!(message.contains(", at line 3 column 3: "), "{message}");
     assert_eq!(*e.config.unwrap(), json!({"good": true}));
     assert_eq!(kind(w.check()), None, "an error is reported once");
     assert_eq!(**w.current().unwrap(), json!({"good": true}));

@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum, builder::BoolishValueParser};
 use configmapwatch::{
-    Format, LayoutMode, OutputFormat, Selector, WatchOptions,
+    Format, LayoutMode, OutputFormat, Selector, WatchOptions, YamlSchema,
     actions::{
         Action, Actions, Confirm, Exec, PidSource, SignalAction, TlsVerify, ValidateExec, Webhook,
         WebhookOptions, parse_header,
@@ -116,6 +116,13 @@ pub struct WatchArgs {
     /// Events, webhooks and --exec still carry the config as JSON.
     #[arg(long, value_name = "FORMAT", env = "CONFIGMAPWATCH_FORMAT")]
     pub format: Option<Format>,
+
+    /// Read plain YAML scalars by YAML 1.1's types instead of YAML 1.2's
+    /// core schema: `no`, `yes`, `on`, `off`, `y`, `n` become booleans
+    /// (`country: no`, Norway, becomes false) and `0755` octal. For
+    /// consumers of the JSON that expect YAML 1.1 (PyYAML, go-yaml v2).
+    #[arg(long = "yaml-1-1", env = "CONFIGMAPWATCH_YAML_1_1", value_parser = boolish(), action = ArgAction::SetTrue)]
+    pub yaml_1_1: bool,
 
     /// Time between checks, e.g. 500ms, 5s, 1m.
     #[arg(short, long, value_name = "DURATION", env = "CONFIGMAPWATCH_INTERVAL", default_value = "1s",
@@ -465,7 +472,12 @@ impl WatchArgs {
                     None => selector,
                 }
                 // A gzip key's text is held to the same cap as a file's.
-                .with_max_decompressed(self.max_file_size),
+                .with_max_decompressed(self.max_file_size)
+                .with_yaml_schema(if self.yaml_1_1 {
+                    YamlSchema::Yaml11
+                } else {
+                    YamlSchema::Core
+                }),
             )
             .with_interval(self.interval)
             .with_max_file_size(self.max_file_size)
