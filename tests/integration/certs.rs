@@ -223,7 +223,7 @@ fn errors_sink() -> (Arc<Mutex<Vec<Event>>>, impl FnMut(&Event) + Send + 'static
     (log, move |e: &Event| sink.lock().unwrap().push(e.clone()))
 }
 
-fn tls_files<'a>(pair: &'a Pair) -> [(&'static str, &'a str); 2] {
+fn tls_files(pair: &Pair) -> [(&'static str, &str); 2] {
     [("tls.crt", &pair.cert), ("tls.key", &pair.key)]
 }
 
@@ -305,7 +305,9 @@ fn invalid_pairs_are_refused_and_the_old_pair_keeps_serving() {
     );
     let garbage =
         "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str, &str)> = vec![
+    // (what, the files, the key blamed, the reason given)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "mismatched key",
             vec![("tls.crt", &good.cert), ("tls.key", &other.key)],
