@@ -35,8 +35,8 @@
 //! default) of its expiry is warned about when it arrives and, once, when
 //! it comes within that window while serving.
 //!
-//! The watching is a [`Watcher`](crate::Watcher) with a validator, the
-//! same way [`Live`](crate::Live) works (`Live<T>` deserializes with serde;
+//! The watching is a [`crate::Watcher`] with a validator, the same way
+//! [`crate::Live`] works (`Live<T>` deserializes with serde;
 //! a certificate is built from bytes by rustls, so it has its own handle).
 //! The read path is an `ArcSwap` load: wait-free, whatever the watching
 //! thread does. Events never carry the private key: an accepted version's

@@ -6,7 +6,7 @@
 //! refused while the old pair keeps serving; SNI; a live trust store for
 //! clients and for mTLS.
 
-#![cfg(unix)]
+#![cfg(all(unix, feature = "rustls"))]
 
 use std::{
     collections::HashMap,
