@@ -96,11 +96,13 @@
 //! - [`writer`] writes a volume exactly as the kubelet does (`publish`).
 //! - [`jitter`] spreads a fleet's reactions to a change over a window
 //!   (random, or a stable offset per StatefulSet ordinal).
+//! - `tls` (feature `rustls`): a live rustls server certificate and trust
+//!   store from a Secret volume, the certificate and key read as one pair.
 //! - [`render`] writes a config to a plain file (or directory) atomically,
 //!   for programs that read one file, with optional `$(VAR)` substitution.
 //!
 //! Features: `yaml`, `toml`, `gzip` (on with the default `cli`; opt-in for
-//! the library), `tokio`, `actions`, `cli`.
+//! the library), `tokio`, `rustls`, `actions`, `cli`.
 #![deny(missing_docs)]
 
 #[cfg(feature = "actions")]
@@ -114,6 +116,8 @@ pub mod live;
 pub mod render;
 #[cfg(feature = "serve")]
 pub mod serve;
+#[cfg(feature = "rustls")]
+pub mod tls;
 pub mod volume;
 pub mod watcher;
 pub mod writer;

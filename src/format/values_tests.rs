@@ -3,7 +3,9 @@
 //! a typed config), under the YAML 1.2 core schema and the YAML 1.1
 //! switch; TOML datetimes and non-finite floats; numbers without loss.
 
-use serde_json::{Value, json};
+use serde_json::Value;
+#[cfg(any(feature = "yaml", feature = "toml"))]
+use serde_json::json;
 
 use super::*;
 use crate::volume::{Entries, Layout};
