@@ -334,6 +334,9 @@ impl<T: DeserializeOwned + Send + Sync + 'static> LiveBuilder<T> {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                // No error event yet: a passing fault still within its
+                // grace (permission denied, EIO) is the cause to name.
+                let last_error = last_error.or_else(|| watcher.fault().map(|f| f.message.clone()));
                 return Err(Error::NoConfig {
                     path: dir,
                     waited: first_within,

@@ -258,7 +258,6 @@ impl Volume {
     pub fn read_configmap_with_hook(&mut self, hook: &mut dyn FnMut(ReadStep)) -> Result<Snapshot> {
         let link_path = self.dir.join("..data");
         for _ in 0..READ_ATTEMPTS {
-            let seen_at = SystemTime::now();
             let target = match self.read_target(&link_path)? {
                 Some(t) => t,
                 None => {
@@ -267,6 +266,10 @@ impl Volume {
                     });
                 }
             };
+            // After the readlink that saw this target: taken before it, a
+            // slow readlink (FUSE, NFS) could let the swap land in between
+            // and the lag come out negative.
+            let seen_at = SystemTime::now();
             // The link's mtime is its creation time: microseconds before the
             // rename that made it `..data`. If another swap slips in between
             // the readlink and this lstat, the second readlink sees it.

@@ -1,7 +1,7 @@
 //! ConfigMap mode: the idle check of `..data` (one `readlink` compared in
 //! place), and reading the version it names when it moves.
 
-use std::{sync::atomic::Ordering, time::SystemTime};
+use std::time::{Instant, SystemTime};
 
 use log::{debug, warn};
 
@@ -20,6 +20,13 @@ impl Watcher {
         match (self.volume.data_link().read(), &*link) {
             // The idle path: one readlink, one comparison, nothing else.
             (Ok(LinkRead::Target(t)), Link::Settled(seen)) if t == seen.as_slice() => None,
+            // A version failing for a passing reason, not due again yet:
+            // the readlink and one look at the clock.
+            (Ok(LinkRead::Target(t)), Link::Retrying { target, retry })
+                if t == target.as_slice() && !retry.due(Instant::now()) =>
+            {
+                None
+            }
             (Ok(LinkRead::Target(_)), _) => self.reload(Link::Unread),
             (Ok(LinkRead::NotALink), Link::NotSymlink) | (Ok(LinkRead::TooLong), Link::TooLong) => {
                 None
@@ -37,10 +44,12 @@ impl Watcher {
                 }
                 None
             }
-            (Err(e), _) => {
-                warn!("{}: cannot read ..data: {e}", self.volume.dir().display());
+            // The volume path is a file now: not a volume any more.
+            (Err(e), _) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                self.enter_waiting();
                 None
             }
+            (Err(e), _) => self.unreadable_link(e),
         }
     }
 
@@ -51,19 +60,44 @@ impl Watcher {
         let detected_at = SystemTime::now();
         match self.volume.read_configmap() {
             Ok(snapshot) => {
-                let mut seen = self.take_link_buffer();
+                // A version read again after a passing fault keeps its
+                // fault's history (since when, attempts, reported).
+                let (mut seen, previous) =
+                    match std::mem::replace(&mut self.mode, Mode::ConfigMap(Link::Unread)) {
+                        Mode::ConfigMap(Link::Retrying { target, retry })
+                            if target == snapshot.version.as_bytes() =>
+                        {
+                            (target, Some(retry))
+                        }
+                        other => {
+                            self.mode = other;
+                            (self.take_link_buffer(), None)
+                        }
+                    };
+                seen.clear();
                 seen.extend_from_slice(snapshot.version.as_bytes());
-                self.mode = Mode::ConfigMap(Link::Settled(seen));
                 // Detected when the version actually read was first seen,
                 // not when an older target sent us reading.
                 let detected_at = snapshot.seen_at;
-                self.evaluate(snapshot, detected_at)
+                let version = snapshot.version.clone();
+                match self.evaluate(snapshot, detected_at) {
+                    Ok(event) => {
+                        self.mode = Mode::ConfigMap(Link::Settled(seen));
+                        event
+                    }
+                    Err(e) => {
+                        let fault = Fault::of(&e, Some(&version));
+                        let (retry, event) = self.note_fault(previous, fault, false);
+                        self.mode = Mode::ConfigMap(Link::Retrying {
+                            target: seen,
+                            retry,
+                        });
+                        event
+                    }
+                }
             }
             Err(e) => match e.kind() {
-                ErrorKind::Transient => {
-                    self.retry_later(&e);
-                    None
-                }
+                ErrorKind::Transient => self.retry_later(&e),
                 ErrorKind::Content | ErrorKind::Usage => {
                     let (link, version) = match (&e, seen) {
                         (Error::BadTarget { .. }, seen @ (Link::NotSymlink | Link::TooLong)) => {
@@ -83,27 +117,47 @@ impl Watcher {
         }
     }
 
-    /// A passing fault: the version is read again on the next tick. It is
-    /// logged when it first happens (or changes), not on every retry.
-    pub(super) fn retry_later(&mut self, e: &Error) {
-        self.heartbeat.retries.fetch_add(1, Ordering::Relaxed);
-        let fault = Fault::of(e);
+    /// A passing fault reading the version `..data` names: read again when
+    /// the retry is due (see [`Watcher::note_fault`]); an error event once
+    /// it outlasts the grace.
+    pub(super) fn retry_later(&mut self, e: &Error) -> Option<Event> {
         let target = match self.volume.data_link().read() {
             Ok(LinkRead::Target(t)) => t.to_vec(),
             _ => Vec::new(),
         };
-        let repeated =
-            matches!(&self.mode, Mode::ConfigMap(Link::Retrying { fault: f, .. }) if *f == fault);
-        let message = &fault.message;
-        if repeated {
-            debug!("{message}; retrying next tick");
-        } else if matches!(e, Error::DataLinkMissing { .. } | Error::Unstable { .. }) {
-            // A swap under way: expected, and over by the next tick.
-            debug!("{message}; retrying next tick");
-        } else {
-            warn!("{message}; retrying on each tick (this is not a verdict on the version)");
-        }
-        self.mode = Mode::ConfigMap(Link::Retrying { target, fault });
+        let version = (!target.is_empty()).then(|| String::from_utf8_lossy(&target).into_owned());
+        let previous = match std::mem::replace(&mut self.mode, Mode::ConfigMap(Link::Unread)) {
+            Mode::ConfigMap(Link::Retrying { target: t, retry }) if t == target => Some(retry),
+            _ => None,
+        };
+        // A swap under way is expected, and over by the next tick: not
+        // worth a warning unless it lasts.
+        let quiet = matches!(e, Error::DataLinkMissing { .. } | Error::Unstable { .. });
+        let (retry, event) = self.note_fault(previous, Fault::of(e, version.as_deref()), quiet);
+        self.mode = Mode::ConfigMap(Link::Retrying { target, retry });
+        event
+    }
+
+    /// `readlink(..data)` itself fails with something other than "missing"
+    /// (EIO, ESTALE, EACCES): looked at again on each tick (that is the
+    /// idle tick's cost anyway), logged once, and an error event naming
+    /// `..data` once it outlasts the grace.
+    fn unreadable_link(&mut self, e: std::io::Error) -> Option<Event> {
+        let path = self.volume.dir().join("..data");
+        let error = Error::Io {
+            path,
+            action: "cannot read the link",
+            source: e,
+        };
+        let mut fault = Fault::of(&error, None);
+        fault.key = Some("..data".to_owned());
+        let previous = match std::mem::replace(&mut self.mode, Mode::ConfigMap(Link::Unread)) {
+            Mode::ConfigMap(Link::Unreadable(retry)) => Some(retry),
+            _ => None,
+        };
+        let (retry, event) = self.note_fault(previous, fault, false);
+        self.mode = Mode::ConfigMap(Link::Unreadable(retry));
+        event
     }
 
     /// The buffer of the current link state, emptied, so that a new target

@@ -23,7 +23,7 @@ mod shutdown;
 mod state;
 mod waiting;
 
-pub use options::{LayoutMode, WatchOptions};
+pub use options::{DEFAULT_FAULT_GRACE, LayoutMode, WatchOptions};
 pub use shutdown::{Shutdown, ShutdownListener, Wait, shutdown_channel};
 pub use state::Fault;
 
@@ -149,6 +149,8 @@ pub struct Watcher {
     warned_hidden: bool,
     /// Which layouts may be watched.
     layout_mode: LayoutMode,
+    /// How long a passing fault is retried quietly before it is reported.
+    fault_grace: Duration,
 }
 
 impl Watcher {
@@ -207,6 +209,7 @@ impl Watcher {
             warned_plain: false,
             warned_hidden: false,
             layout_mode: options.layout,
+            fault_grace: options.fault_grace,
         }
     }
 
@@ -236,14 +239,17 @@ impl Watcher {
     /// version keeps failing for a reason that is not its content.
     pub fn fault(&self) -> Option<&Fault> {
         match &self.mode {
-            Mode::ConfigMap(Link::Retrying { fault, .. }) => Some(fault),
+            Mode::ConfigMap(Link::Retrying { retry, .. } | Link::Unreadable(retry))
+            | Mode::Plain(PlainState {
+                retry: Some(retry), ..
+            }) => Some(&retry.fault),
             Mode::Waiting {
                 blocked: Some(why), ..
             } => Some(why),
-            Mode::Plain(PlainState {
-                fault: Some(fault), ..
-            }) => Some(fault),
-            _ => None,
+            Mode::ConfigMap(Link::Unread | Link::Settled(_) | Link::NotSymlink | Link::TooLong)
+            | Mode::Plain(PlainState { retry: None, .. })
+            | Mode::Waiting { blocked: None, .. }
+            | Mode::Settling { .. } => None,
         }
     }
 
@@ -324,8 +330,15 @@ impl Watcher {
         &self.dir
     }
 
-    /// Decides what a freshly read snapshot means for the config.
-    fn evaluate(&mut self, snapshot: Snapshot, detected_at: SystemTime) -> Option<Event> {
+    /// Decides what a freshly read snapshot means for the config: an event,
+    /// or nothing new; `Err` is a passing fault (a checker that could not
+    /// start) that says nothing about the version, for the caller to retry
+    /// the way its mode retries reads.
+    fn evaluate(
+        &mut self,
+        snapshot: Snapshot,
+        detected_at: SystemTime,
+    ) -> Result<Option<Event>, Error> {
         let lag = snapshot
             .swapped_at
             .map(|swapped| Lag::between(swapped, detected_at));
@@ -338,16 +351,18 @@ impl Watcher {
                 });
         let config = match validated {
             Ok(config) => config,
-            // A checker that could not start (EMFILE, EAGAIN) said nothing
-            // about the version: read and check it again next tick.
-            Err(e)
-                if e.kind() == crate::ErrorKind::Transient
-                    && matches!(self.mode, Mode::ConfigMap(_)) =>
-            {
-                self.retry_later(&e);
-                return None;
+            // A checker or a render that could not start (EMFILE, EAGAIN)
+            // said nothing about the version: the caller retries it, in
+            // either mode alike.
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                return Ok(Some(self.error_event(
+                    snapshot.version,
+                    detected_at,
+                    lag,
+                    &e,
+                )));
             }
-            Err(e) => return Some(self.error_event(snapshot.version, detected_at, lag, &e)),
         };
         let kind = match &mut self.current {
             None => EventKind::Initial,
@@ -356,7 +371,7 @@ impl Watcher {
                 // The newest version holding this config is the current
                 // one: a later change names it as the previous version.
                 current.version = snapshot.version;
-                return None;
+                return Ok(None);
             }
             Some(_) => EventKind::Change,
         };
@@ -374,7 +389,7 @@ impl Watcher {
                 -lag.seconds * 1e3
             );
         }
-        Some(Event {
+        Ok(Some(Event {
             kind,
             dir: self.dir.clone(),
             version: snapshot.version,
@@ -384,7 +399,91 @@ impl Watcher {
             config: Some(config),
             key: None,
             error: None,
-        })
+        }))
+    }
+
+    /// A passing fault on `version`: retried with backoff, logged when it
+    /// first happens (or its message changes), never on every retry, and,
+    /// once it has lasted past the grace, reported as an error event for
+    /// that version (once). `previous` is the fault being retried on the
+    /// same version, if any. The one place every path of a tick records a
+    /// passing fault in.
+    fn note_fault(
+        &mut self,
+        previous: Option<Retry>,
+        mut fault: Fault,
+        quiet: bool,
+    ) -> (Retry, Option<Event>) {
+        self.heartbeat.retries.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let grace = humantime::format_duration(self.fault_grace);
+        let mut retry = match previous {
+            Some(mut retry) => {
+                if retry.fault != fault && !quiet {
+                    warn!("{}; retrying (not a verdict on the version)", fault.message);
+                }
+                // The version it concerns stays the one first seen failing
+                // when a later attempt knows less.
+                fault.version = fault.version.or(retry.fault.version.take());
+                retry.fault = fault;
+                retry.attempts += 1;
+                retry
+            }
+            None => {
+                if quiet {
+                    debug!("{}; retrying", fault.message);
+                } else {
+                    warn!(
+                        "{}; retrying (not a verdict on the version; an error event follows \
+                         if it lasts {grace})",
+                        fault.message
+                    );
+                }
+                Retry {
+                    fault,
+                    since: now,
+                    attempts: 1,
+                    next_at: now,
+                    reported: false,
+                }
+            }
+        };
+        retry.next_at = now + Retry::backoff(self.interval, retry.attempts);
+        let lasting = now.saturating_duration_since(retry.since);
+        let event = (!retry.reported && lasting >= self.fault_grace).then(|| {
+            retry.reported = true;
+            self.fault_event(&retry.fault, lasting)
+        });
+        (retry, event)
+    }
+
+    /// The error event for a passing fault that outlasted the grace: the
+    /// version is not applied, and monitoring must be able to see it.
+    fn fault_event(&mut self, fault: &Fault, lasting: Duration) -> Event {
+        self.failing = true;
+        let error = format!(
+            "{} (a passing fault, lasting {:.1}s; retrying, and a recovery is reported as a change)",
+            fault.message,
+            lasting.as_secs_f64()
+        );
+        match &self.current {
+            Some(current) => warn!(
+                "{error}; keeping the last good config ({})",
+                current.version
+            ),
+            None => warn!("{error}; there is no good config yet"),
+        }
+        Event {
+            kind: EventKind::Error,
+            dir: self.dir.clone(),
+            version: fault.version.clone().unwrap_or_else(|| "-".to_owned()),
+            previous_version: self.current_version().map(str::to_owned),
+            detected_at: SystemTime::now(),
+            lag: None,
+            config: self.current().cloned(),
+            key: fault.key.clone(),
+            error: Some(error),
+        }
     }
 
     fn error_event(

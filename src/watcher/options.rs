@@ -24,7 +24,15 @@ pub struct WatchOptions {
     /// Which layout the directory is watched in ([`LayoutMode::Auto`]: as
     /// it is).
     pub layout: LayoutMode,
+    /// How long a passing fault (EACCES, EIO, a checker that cannot start)
+    /// is retried quietly before it is also reported as an error event.
+    pub fault_grace: Duration,
 }
+
+/// The default [`WatchOptions::fault_grace`]: a swap under way or a
+/// momentary EMFILE is over well before; a fault that lasts this long is
+/// worth telling.
+pub const DEFAULT_FAULT_GRACE: Duration = Duration::from_secs(3);
 
 /// Which layout a directory is watched in: as it is (the default), or
 /// forced. Where the filesystem hides symlinks, or where reading plain
@@ -61,7 +69,17 @@ impl WatchOptions {
             max_file_size: volume::DEFAULT_MAX_FILE_SIZE,
             max_total_size: volume::DEFAULT_MAX_TOTAL_SIZE,
             layout: LayoutMode::Auto,
+            fault_grace: DEFAULT_FAULT_GRACE,
         }
+    }
+
+    /// How long a passing fault is retried quietly (with backoff) before it
+    /// is also reported as an error event for the version it keeps from
+    /// being read. The fault is still retried after; its recovery is a
+    /// `change` event.
+    pub fn with_fault_grace(mut self, grace: Duration) -> Self {
+        self.fault_grace = grace;
+        self
     }
 
     /// Which layout the directory is watched in: [`LayoutMode::Auto`] (the

@@ -95,6 +95,14 @@ impl Watcher {
                 }
             },
         }
+        // A passing fault not due for another attempt yet: no walk.
+        if let Mode::Plain(PlainState {
+            retry: Some(retry), ..
+        }) = &self.mode
+            && !retry.due(Instant::now())
+        {
+            return None;
+        }
         let root = walk.root();
         let detected_at = SystemTime::now();
         let fps = match self.volume.fingerprints(root) {
@@ -105,10 +113,7 @@ impl Watcher {
                 }
                 return None;
             }
-            Err(WalkError::Fatal(e)) if e.is_transient() => {
-                self.plain_fault(&e);
-                return None;
-            }
+            Err(WalkError::Fatal(e)) if e.is_transient() => return self.plain_fault(&e, None),
             Err(WalkError::Fatal(e)) => {
                 let Mode::Plain(state) = &mut self.mode else {
                     unreachable!()
@@ -136,13 +141,35 @@ impl Watcher {
             .taken_at
             .is_some_and(|taken| state.fingerprints.iter().any(|fp| fp.is_racy(taken)));
         if state.version.is_some() && fps == state.fingerprints && !racy {
+            state.unsettled = None;
             return None;
         }
+        // A file written in place (same inode, new size or time) may have
+        // been caught half-way: it is read once it has held still for one
+        // tick. A file replaced by a rename (a new inode, as editors save)
+        // or a new one is whole: read at once.
+        let in_place = state.version.is_some()
+            && fps.iter().any(|fp| {
+                state.fingerprints.iter().any(|old| {
+                    old.key == fp.key
+                        && old.inode == fp.inode
+                        && (old.len != fp.len || old.modified != fp.modified)
+                })
+            });
+        if in_place && state.unsettled.as_ref() != Some(&fps) {
+            debug!(
+                "{}: a file is being written in place; reading it once it holds still",
+                self.volume.dir().display()
+            );
+            state.unsettled = Some(fps);
+            return None;
+        }
+        state.unsettled = None;
         state.fingerprints = fps;
         state.taken_at = Some(detected_at);
         match self.volume.read_plain_in(root) {
             Ok(snapshot) if state.version.as_deref() == Some(snapshot.version.as_str()) => {
-                state.fault = None;
+                state.retry = None;
                 debug!(
                     "{}: metadata changed, content did not",
                     self.volume.dir().display()
@@ -150,34 +177,50 @@ impl Watcher {
                 None
             }
             Ok(snapshot) => {
-                state.fault = None;
-                state.version = Some(snapshot.version.clone());
-                self.evaluate(snapshot, detected_at)
+                let version = snapshot.version.clone();
+                let previous = state.version.replace(version.clone());
+                match self.evaluate(snapshot, detected_at) {
+                    Ok(event) => {
+                        if let Mode::Plain(state) = &mut self.mode {
+                            state.retry = None;
+                        }
+                        event
+                    }
+                    // Checked again when the retry is due, as a read is:
+                    // the content stays unjudged until then.
+                    Err(e) => {
+                        if let Mode::Plain(state) = &mut self.mode {
+                            state.version = previous;
+                        }
+                        self.plain_fault(&e, Some(&version))
+                    }
+                }
             }
-            Err(e) if e.is_transient() => {
-                self.plain_fault(&e);
-                None
-            }
+            Err(e) if e.is_transient() => self.plain_fault(&e, None),
             Err(e) => {
-                state.fault = None;
+                state.retry = None;
                 Some(self.error_event("-".into(), detected_at, None, &e))
             }
         }
     }
 
-    /// A passing fault in plain mode: look again on the next tick, logging
-    /// the fault once.
-    pub(super) fn plain_fault(&mut self, e: &Error) {
+    /// A passing fault in plain mode (walking, reading, or a checker that
+    /// could not start on `version`): walked and read again when the retry
+    /// is due, as ConfigMap mode retries (see [`Watcher::note_fault`]).
+    pub(super) fn plain_fault(&mut self, e: &Error, version: Option<&str>) -> Option<Event> {
         let Mode::Plain(state) = &mut self.mode else {
-            return;
+            return None;
         };
-        let fault = Fault::of(e);
-        if state.fault.as_ref() != Some(&fault) {
-            warn!("{}; retrying on each tick", fault.message);
-        }
+        let previous = state.retry.take();
+        // Forget what was seen: the next due attempt reads whatever is there.
         state.fingerprints.clear();
         state.taken_at = None;
-        state.fault = Some(fault);
+        state.unsettled = None;
+        let (retry, event) = self.note_fault(previous, Fault::of(e, version), false);
+        if let Mode::Plain(state) = &mut self.mode {
+            state.retry = Some(retry);
+        }
+        event
     }
 
     /// The subPath warning, for the directory itself: given at once when

@@ -49,9 +49,13 @@ pub(super) enum Link {
     /// This target was read (to a good config or a content error): idle
     /// until `..data` moves. Its buffer is compared in place on each tick.
     Settled(Vec<u8>),
-    /// Reading this target failed with a passing fault: read it again on
-    /// the next tick. The fault is logged once, not on every retry.
-    Retrying { target: Vec<u8>, fault: Fault },
+    /// Reading this target failed with a passing fault: read it again
+    /// when the retry is due (idle ticks in between are the readlink and a
+    /// comparison with the clock).
+    Retrying { target: Vec<u8>, retry: Retry },
+    /// `readlink(..data)` itself fails (EIO, ESTALE on NFS, EACCES): tried
+    /// again on each tick, which costs no more than an idle one.
+    Unreadable(Retry),
     /// `..data` is not a symlink and is not watched as a directory
     /// (reported once).
     NotSymlink,
@@ -71,8 +75,11 @@ pub(super) struct PlainState {
     pub(super) version: Option<String>,
     /// The directory itself cannot be walked (reported once).
     pub(super) failed: bool,
-    /// The passing fault being retried, logged once.
-    pub(super) fault: Option<Fault>,
+    /// The passing fault being retried, if any.
+    pub(super) retry: Option<Retry>,
+    /// Fingerprints of a file being written in place, seen on the last
+    /// tick: read once the next tick finds them unchanged.
+    pub(super) unsettled: Option<Vec<Fingerprint>>,
 }
 
 impl PlainState {
@@ -83,7 +90,8 @@ impl PlainState {
             taken_at: None,
             version: None,
             failed: false,
-            fault: None,
+            retry: None,
+            unsettled: None,
         }
     }
 }
@@ -122,7 +130,9 @@ pub(super) enum SubpathWarning {
 }
 
 /// A passing fault the watcher keeps retrying: not a verdict on the
-/// version, which is read again on every tick until it succeeds.
+/// version, which is read again until it succeeds. One that lasts past the
+/// grace ([`WatchOptions::with_fault_grace`](super::WatchOptions::with_fault_grace))
+/// is also reported as an error event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Fault {
@@ -130,14 +140,55 @@ pub struct Fault {
     pub message: String,
     /// The key concerned, if one is.
     pub key: Option<String>,
+    /// The version it keeps from being read, when one is known (the
+    /// `..data` target; in plain mode, the last content seen).
+    pub version: Option<String>,
 }
 
 impl Fault {
-    pub(super) fn of(e: &Error) -> Self {
+    pub(super) fn of(e: &Error, version: Option<&str>) -> Self {
         Fault {
             message: e.chain(),
             key: e.key().map(str::to_owned),
+            version: version.map(str::to_owned),
         }
+    }
+}
+
+/// A passing fault being retried: the one place that says what it is,
+/// since when, how often it was tried, when it is tried next, and whether
+/// it has been reported as an error event. Every path of a tick keeps its
+/// faults in one of these.
+#[derive(Debug)]
+pub(super) struct Retry {
+    pub(super) fault: Fault,
+    /// When it first happened (a change of message keeps this).
+    pub(super) since: Instant,
+    /// Failed attempts so far.
+    pub(super) attempts: u32,
+    /// The next attempt is not made before this.
+    pub(super) next_at: Instant,
+    /// It outlasted the grace and was reported as an error event (once).
+    pub(super) reported: bool,
+}
+
+/// The longest wait between two attempts at a version that keeps failing
+/// for a passing reason (or the interval, if that is longer).
+pub(super) const RETRY_MAX: Duration = Duration::from_secs(10);
+
+impl Retry {
+    /// The wait after `attempts` failures: one interval, doubling, up to
+    /// [`RETRY_MAX`]. A swap under way is over by the next tick; EMFILE or
+    /// EIO that lasts is not worth a re-read and re-parse on every tick.
+    pub(super) fn backoff(interval: Duration, attempts: u32) -> Duration {
+        interval
+            .saturating_mul(1 << attempts.saturating_sub(1).min(20))
+            .min(RETRY_MAX.max(interval))
+    }
+
+    /// Whether the next attempt is due at `now`.
+    pub(super) fn due(&self, now: Instant) -> bool {
+        now >= self.next_at
     }
 }
 

@@ -23,10 +23,12 @@ impl Watcher {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Some(Fault {
                     message: format!("{dir}: cannot look at the directory: {e}"),
                     key: None,
+                    version: None,
                 }),
                 Ok(meta) if !meta.is_dir() => Some(Fault {
                     message: format!("{dir}: not a directory"),
                     key: None,
+                    version: None,
                 }),
                 _ => None,
             };

@@ -22,6 +22,7 @@ mod interleave;
 mod layout;
 mod live;
 mod once;
+mod persistent;
 mod reader;
 mod readme;
 mod serve;

@@ -159,6 +159,14 @@ pub struct WatchArgs {
           default_value_t = LayoutArg::Auto)]
     pub layout: LayoutArg,
 
+    /// How long a passing fault reading a new version (permission denied,
+    /// EIO, a checker that cannot start) is retried quietly, with backoff,
+    /// before it is also an error event naming the key and the cause. It
+    /// is still retried; its recovery is a change event.
+    #[arg(long, value_name = "DURATION", env = "CONFIGMAPWATCH_FAULT_GRACE", default_value = "3s",
+          value_parser = parse_interval)]
+    pub fault_grace: Duration,
+
     #[command(flatten)]
     pub checks: CheckArgs,
 
@@ -482,7 +490,8 @@ impl WatchArgs {
             .with_interval(self.interval)
             .with_max_file_size(self.max_file_size)
             .with_max_total_size(self.max_total_size)
-            .with_layout(self.layout.into());
+            .with_layout(self.layout.into())
+            .with_fault_grace(self.fault_grace);
         Ok(Settings {
             watches: self
                 .dir

@@ -378,10 +378,15 @@ fn once_for(watcher: &mut Watcher, options: &WatchOptions) -> Event {
         let settled = Instant::now() >= deadline;
         let missing = watcher.layout() == Layout::Missing;
         let mut key = None;
+        let mut version = "-".to_owned();
         let reason = if let Some(fault) = watcher.fault().filter(|_| missing || settled) {
             // Permission denied on the directory, or a passing fault that
-            // did not pass within the settle time.
+            // did not pass within the settle time: named with the version
+            // it keeps from being read, when that is known.
             key = fault.key.clone();
+            if let Some(v) = &fault.version {
+                version = v.clone();
+            }
             fault.message.clone()
         } else if missing && !options.dir.exists() {
             format!("{}: directory does not exist", options.dir.display())
@@ -399,7 +404,7 @@ fn once_for(watcher: &mut Watcher, options: &WatchOptions) -> Event {
         let mut event = Event::new(
             EventKind::Error,
             options.dir.as_path(),
-            "-",
+            version.as_str(),
             SystemTime::now(),
         );
         event.key = key;
