@@ -222,7 +222,15 @@ impl Error {
             | Error::UnsetVariable { key, .. }
             | Error::InvalidKey { key, .. } => Some(key),
             Error::BadTarget { .. } | Error::DataLinkMissing { .. } => Some("..data"),
-            _ => None,
+            // Named, not `_`, so that a new variant must decide its key.
+            Error::Io { .. }
+            | Error::DirMissing { .. }
+            | Error::VolumeRefused { .. }
+            | Error::Invalid { .. }
+            | Error::NoConfig { .. }
+            | Error::Unstable { .. }
+            | Error::StaleLink { .. }
+            | Error::SymlinkPrivilege { .. } => None,
         }
     }
 
@@ -361,7 +369,22 @@ impl std::error::Error for Error {
             Error::Io { source, .. }
             | Error::ReadKey { source, .. }
             | Error::SymlinkPrivilege { source, .. } => Some(source),
-            _ => None,
+            // Named, not `_`, so that a new variant must decide its source.
+            Error::DirMissing { .. }
+            | Error::DataLinkMissing { .. }
+            | Error::BadTarget { .. }
+            | Error::Refused { .. }
+            | Error::VolumeRefused { .. }
+            | Error::MissingKey { .. }
+            | Error::Parse { .. }
+            | Error::Format { .. }
+            | Error::Invalid { .. }
+            | Error::NoConfig { .. }
+            | Error::NotText { .. }
+            | Error::Unstable { .. }
+            | Error::UnsetVariable { .. }
+            | Error::InvalidKey { .. }
+            | Error::StaleLink { .. } => None,
         }
     }
 }
