@@ -7,7 +7,9 @@
 //! ## A typed config, live
 //!
 //! [`Live<T>`](Live) watches on a thread of its own; [`Live::get`] returns
-//! the current `Arc<T>` without a lock, from any number of threads.
+//! the current `Arc<T>` without a lock, from any number of threads: it is
+//! lock-free (never waits for the watching thread), not wait-free (cloning
+//! the `Arc` contends on its count with the other readers).
 //!
 //! ```no_run
 //! use std::time::Duration;

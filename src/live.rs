@@ -97,8 +97,10 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Live<T> {
 }
 
 impl<T> Live<T> {
-    /// The current config. Wait-free for readers: no lock, whatever the
-    /// watching thread does.
+    /// The current config. Lock-free: no lock, and never waiting for the
+    /// watching thread, whatever it does. Not wait-free: cloning the `Arc`
+    /// is an atomic increment on a count every reader shares, so readers
+    /// on many threads slow each other down (BENCHMARKS.md, "Live::get").
     pub fn get(&self) -> Arc<T> {
         self.shared.current.load().value.clone()
     }
