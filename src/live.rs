@@ -248,11 +248,9 @@ impl<T: DeserializeOwned + Send + Sync + 'static> LiveBuilder<T> {
             .name("configmapwatch-live".into())
             .spawn(move || {
                 let interval = driver.watcher.interval();
-                // Disconnected (every handle dropped) ends the loop; nothing
-                // is ever sent.
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                every_interval(interval, &stopped, || {
                     driver.tick();
-                }
+                });
             })
             .map_err(|e| Error::io(dir, "cannot start the watching thread", e))?;
         Ok(live)
@@ -420,5 +418,66 @@ impl<T> LiveDriver<T> {
     /// The time between checks the options asked for.
     pub fn interval(&self) -> Duration {
         self.watcher.interval()
+    }
+}
+
+/// Runs `tick` every `interval` until `stopped` disconnects (every handle
+/// dropped; nothing is ever sent on it). Ticks begin one interval apart, as
+/// [`Watcher::run`]'s do, however long one takes (a slow validator or
+/// `on_change`).
+fn every_interval(interval: Duration, stopped: &mpsc::Receiver<()>, mut tick: impl FnMut()) {
+    // The first check was `build`'s: the next is one interval after it.
+    let mut began = Instant::now();
+    while let Err(mpsc::RecvTimeoutError::Timeout) =
+        stopped.recv_timeout(until_next_tick(began, interval))
+    {
+        began = Instant::now();
+        tick();
+    }
+}
+
+/// The wait from now to one interval after `tick` began: ticks keep their
+/// period however long a tick takes, so a version is seen within one
+/// interval of its swap. A tick that took longer than the interval is
+/// followed at once, never by a burst. (The same computation as the one
+/// in watcher.rs, which [`Watcher::run`] uses.)
+pub(crate) fn until_next_tick(tick: Instant, interval: Duration) -> Duration {
+    interval.saturating_sub(tick.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tick that takes 60% of the interval does not stretch the period:
+    /// over a window of 20 intervals there are about 20 ticks, not the
+    /// 12.5 that waiting a whole interval after each tick gives.
+    #[test]
+    fn ticks_keep_their_period_however_long_a_tick_takes() {
+        let interval = Duration::from_millis(100);
+        let window = interval * 20;
+        let (alive, stopped) = mpsc::sync_channel::<()>(0);
+        let started = Instant::now();
+        let ticks = thread::spawn(move || {
+            let mut ticks = 0u32;
+            every_interval(interval, &stopped, || {
+                ticks += 1;
+                thread::sleep(interval * 6 / 10);
+            });
+            ticks
+        });
+        // The window is measured, not assumed: the count is compared with
+        // the intervals that really passed.
+        thread::sleep(window);
+        drop(alive);
+        let ticks = ticks.join().unwrap();
+        let elapsed = started.elapsed();
+        let expected = elapsed.as_secs_f64() / interval.as_secs_f64();
+        assert!(
+            f64::from(ticks) >= 0.8 * expected,
+            "{ticks} ticks in {elapsed:?}, {expected:.1} intervals"
+        );
+        // And never a burst: at most one tick per interval begun.
+        assert!(f64::from(ticks) <= expected + 1.0, "{ticks} ticks");
     }
 }
