@@ -195,18 +195,19 @@ fn write_files<V: AsRef<[u8]>>(
 }
 
 /// Removes each stale key's file that still holds what was written, and
-/// the directories that leaves empty; keeps (and reports) the others.
+/// the directories that leaves empty, adding the directory of each last
+/// removal to `changed`; keeps (and reports) the others.
 fn remove_stale(
     dir: &Path,
     stale: &Manifest,
     report: &mut DirReport,
-    _changed: &mut BTreeSet<PathBuf>,
+    changed: &mut BTreeSet<PathBuf>,
 ) -> Result<()> {
     for (key, written) in stale {
         let path = dir.join(key);
         match remove_if_ours(&path, written) {
             Ok(true) => {
-                remove_empty_parents(dir, key);
+                changed.insert(remove_empty_parents(dir, key));
                 report.removed.push(key.clone());
             }
             Ok(false) => {
@@ -239,14 +240,17 @@ fn remove_if_ours(path: &Path, written: &BTreeSet<u64>) -> io::Result<bool> {
 
 /// After removing `key`'s file, its directories inside `dir` that are now
 /// empty (`remove_dir` refuses any that is not, whoever put what in it).
-fn remove_empty_parents(dir: &Path, key: &str) {
+/// Returns the directory the last removal happened in: the one to sync
+/// for all of them to survive a crash (a removed directory needs none).
+fn remove_empty_parents(dir: &Path, key: &str) -> PathBuf {
     let mut parent = Path::new(key).parent();
     while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
         if fs::remove_dir(dir.join(p)).is_err() {
-            break;
+            return dir.join(p);
         }
         parent = p.parent();
     }
+    dir.to_owned()
 }
 
 #[cfg(test)]
@@ -286,6 +290,35 @@ mod tests {
             plan.last,
             Some(manifest(&[("a", &[b"a2"]), ("new", &[b"n1"])]))
         );
+    }
+
+    /// A removal is made as durable as a write: the directory each stale
+    /// file was removed from is synced, and where that directory went too
+    /// (left empty), the one it was removed from.
+    #[test]
+    fn the_parents_of_removed_nested_files_are_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let renderer = Renderer::default();
+        let first = [
+            ("top", "t"),
+            ("sub/a", "a"),
+            ("sub/b", "b"),
+            ("x/y/z", "z"),
+            ("x/w", "w"),
+        ];
+        render(&renderer, d, first, &mut |_: &Path| {}).unwrap();
+        let mut synced = Vec::new();
+        let second = [("top", "t"), ("sub/a", "a"), ("x/w", "w")];
+        let report = render(&renderer, d, second, &mut |p: &Path| {
+            synced.push(p.to_owned())
+        })
+        .unwrap();
+        assert_eq!(report.removed, ["sub/b", "x/y/z"]);
+        assert!(report.written.is_empty(), "{report:?}");
+        assert!(!d.join("x/y").exists());
+        // The manifest's directory; sub/b's; x/y/z's went, so x (x/y's).
+        assert_eq!(synced, [d.to_owned(), d.join("sub"), d.join("x")]);
     }
 
     #[test]
