@@ -448,6 +448,66 @@ pub(crate) fn until_next_tick(tick: Instant, interval: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{AtomicWriter, Payload};
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Port {
+        port: u16,
+    }
+
+    /// What wakes a waiter, as the crate docs state it ("What counts as a
+    /// change"): a bad version, then a good one whose config equals the
+    /// last good one, is a change (the watcher was failing), so waiters
+    /// wake with an equal value in a new `Arc`; an equal config with no
+    /// refusal between is not, and neither is the refusal itself.
+    #[test]
+    fn a_good_version_after_a_refused_one_wakes_waiters_even_if_equal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let writer = AtomicWriter::new(tmp.path());
+        let publish = |text: &str| {
+            let mut payload = Payload::new();
+            payload.insert("config.json", text).unwrap();
+            writer.write(&payload).unwrap();
+        };
+        publish(r#"{"port": 1}"#);
+        let (live, mut driver) = Live::<Port>::watch(tmp.path())
+            .start_driven(Duration::from_secs(10))
+            .unwrap();
+        #[cfg(feature = "tokio")]
+        let mut changes = {
+            let mut rx = live.subscribe();
+            rx.borrow_and_update();
+            rx
+        };
+        let seen = live.get();
+        let first_version = live.version();
+        let wakes = || live.wait_for_change(&seen, Duration::ZERO);
+
+        // A new version, the same config, nothing refused between.
+        publish(r#"{ "port": 1 }"#);
+        assert!(driver.tick().is_none());
+        assert!(wakes().is_none());
+        assert_eq!(live.version(), first_version);
+        #[cfg(feature = "tokio")]
+        assert!(!changes.has_changed().unwrap());
+
+        // A refused version wakes nothing.
+        publish(r#"{"port": "eighty"}"#);
+        assert_eq!(driver.tick().unwrap().kind, EventKind::Error);
+        assert!(wakes().is_none());
+        #[cfg(feature = "tokio")]
+        assert!(!changes.has_changed().unwrap());
+
+        // The first config again: a change, because the last was refused.
+        publish(r#"{"port": 1}"#);
+        assert_eq!(driver.tick().unwrap().kind, EventKind::Change);
+        let woke = wakes().expect("a waiter wakes");
+        assert_eq!(*woke, *seen);
+        assert!(!Arc::ptr_eq(&woke, &seen));
+        assert_ne!(live.version(), first_version);
+        #[cfg(feature = "tokio")]
+        assert!(changes.has_changed().unwrap());
+    }
 
     /// A tick that takes 60% of the interval does not stretch the period:
     /// over a window of 20 intervals there are about 20 ticks, not the
