@@ -474,7 +474,7 @@ mod tests {
             .start_driven(Duration::from_secs(10))
             .unwrap();
         #[cfg(feature = "tokio")]
-        let mut changes = {
+        let changes = {
             let mut rx = live.subscribe();
             rx.borrow_and_update();
             rx

@@ -127,10 +127,9 @@ pub(super) fn sync_dir(dir: &Path) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    use super::super::{FileOutcome, MANIFEST, Renderer, render_dir, render_file, tests::listing};
     use std::fs;
+
+    use super::super::{FileOutcome, render_file, tests::listing};
 
     #[test]
     fn render_file_writes_replaces_and_skips_unchanged() {
@@ -169,7 +168,9 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn the_mode_is_set_exactly_and_a_mode_change_rewrites() {
-        use std::os::unix::fs::PermissionsExt;
+        use std::{os::unix::fs::PermissionsExt, path::Path};
+
+        use super::super::{MANIFEST, Renderer, render_dir};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
