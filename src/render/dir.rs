@@ -56,7 +56,7 @@ where
 /// What one render of a directory does, decided before anything in it is
 /// touched.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct Plan<V> {
+struct Plan<V> {
     /// Every key given, cleaned, with its content (sorted): each is written
     /// unless its file already holds that content.
     pub write: BTreeMap<String, V>,
@@ -112,7 +112,7 @@ where
 
 /// The plan for writing `keys` over a directory whose last render recorded
 /// `old`. Pure: no I/O.
-pub(super) fn plan<V: AsRef<[u8]>>(keys: BTreeMap<String, V>, old: Manifest) -> Plan<V> {
+fn plan<V: AsRef<[u8]>>(keys: BTreeMap<String, V>, old: Manifest) -> Plan<V> {
     let last: Manifest = keys
         .iter()
         .map(|(key, bytes)| (key.clone(), BTreeSet::from([xxh3_64(bytes.as_ref())])))
@@ -140,7 +140,7 @@ pub(super) fn plan<V: AsRef<[u8]>>(keys: BTreeMap<String, V>, old: Manifest) -> 
 /// written (or left, if it already holds its content), then stale files
 /// removed, then the last manifest; then `sync` on every directory a
 /// rename or a removal happened in, so that all of it survives a crash.
-pub(super) fn apply<V: AsRef<[u8]>>(
+fn apply<V: AsRef<[u8]>>(
     renderer: &Renderer,
     dir: &Path,
     plan: &Plan<V>,
