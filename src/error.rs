@@ -241,7 +241,14 @@ impl Error {
             | Error::InvalidKey { key, .. } => Some(key),
             Error::Invalid { key, .. } => key.as_deref(),
             Error::BadTarget { .. } | Error::DataLinkMissing { .. } => Some("..data"),
-            _ => None,
+            // Named, not `_`, so that a new variant must decide its key.
+            Error::Io { .. }
+            | Error::DirMissing { .. }
+            | Error::VolumeRefused { .. }
+            | Error::NoConfig { .. }
+            | Error::Unstable { .. }
+            | Error::StaleLink { .. }
+            | Error::SymlinkPrivilege { .. } => None,
         }
     }
 
@@ -400,7 +407,23 @@ impl std::error::Error for Error {
             Error::Io { source, .. }
             | Error::ReadKey { source, .. }
             | Error::SymlinkPrivilege { source, .. } => Some(source),
-            _ => None,
+            // Named, not `_`, so that a new variant must decide its source.
+            Error::DirMissing { .. }
+            | Error::DataLinkMissing { .. }
+            | Error::BadTarget { .. }
+            | Error::Refused { .. }
+            | Error::VolumeRefused { .. }
+            | Error::MissingKey { .. }
+            | Error::Parse { .. }
+            | Error::Unrepresentable { .. }
+            | Error::Format { .. }
+            | Error::Invalid { .. }
+            | Error::NoConfig { .. }
+            | Error::NotText { .. }
+            | Error::Unstable { .. }
+            | Error::UnsetVariable { .. }
+            | Error::InvalidKey { .. }
+            | Error::StaleLink { .. } => None,
         }
     }
 }

@@ -7,7 +7,9 @@
 //! ## A typed config, live
 //!
 //! [`Live<T>`](Live) watches on a thread of its own; [`Live::get`] returns
-//! the current `Arc<T>` without a lock, from any number of threads.
+//! the current `Arc<T>` without a lock, from any number of threads: it is
+//! lock-free (never waits for the watching thread), not wait-free (cloning
+//! the `Arc` contends on its count with the other readers).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -39,6 +41,25 @@
 //! version: one that does not fit is an error event naming the key, the
 //! field path, the line and the column, and the last good `T` stays. The
 //! thread stops when the last handle is dropped.
+//!
+//! ### What counts as a change
+//!
+//! A `Live` holds the last *accepted* version. Each accepted version is a
+//! new value, a new `Arc<T>`: it wakes [`Live::wait_for_change`] and
+//! `Live::changed` (both compare with the `seen` you pass by identity,
+//! `Arc::ptr_eq`, not by content), marks the value changed for every
+//! `Live::subscribe` receiver (seen, as tokio's `watch` has it, once
+//! `changed().await` or `borrow_and_update()` has returned), and calls
+//! `on_change`. The watcher accepts a version when its config differs from
+//! the current one, *or when the version before it was refused*: a bad
+//! version and then a good one equal to the last good config does wake
+//! waiters, with a new `Arc` equal to the one they hold, so that whoever
+//! reacted to the error learns it is over. A new version with an equal
+//! config and no refusal between is not a change: nothing wakes, and
+//! [`Live::version`] still names the version the value came from. A
+//! refused version (an error event, `on_error`) and a passing fault (read
+//! again next tick) wake nothing. Waiters see the latest value only: two
+//! versions accepted before a waiter runs wake it once.
 //!
 //! ## Async
 //!
@@ -103,6 +124,40 @@
 //!
 //! Features: `yaml`, `toml`, `gzip` (on with the default `cli`; opt-in for
 //! the library), `tokio`, `rustls`, `actions`, `cli`.
+//!
+//! The stable API is [`Live`] and [`Watcher`] with their options and
+//! builders ([`LiveBuilder`], [`LiveDriver`], [`WatchOptions`], [`Wait`],
+//! [`Shutdown`]) and [`Event`]. The other modules ([`volume`],
+//! [`mod@format`], [`render`], [`writer`], `actions`, `serve`) are building
+//! blocks: public because the tool, its tests and some programs use them,
+//! but shaped by the tool and more likely to change between releases.
+//!
+//! ## Known limitations
+//!
+//! - **Windows allocates on every tick**: reading `..data` goes through
+//!   `std::fs::read_link`, which returns a new `PathBuf`. The idle tick of
+//!   one `readlink` and no allocation holds on Unix.
+//! - **Plain mode** (no `..data`, or `..data` a plain directory) sees a
+//!   change by each file's size, full-precision mtime and inode, and
+//!   confirms it by content only while the mtime is within its timestamp
+//!   window of the look (100 ms, or 2 s for whole-second timestamps: git's
+//!   "racy clean" rule). A same-size rewrite in place that keeps or
+//!   restores the mtime after that window, or on a filesystem whose clock
+//!   ticks coarser than the window, goes unseen until something else
+//!   changes. Nothing marks a version in plain mode, so one tick may read
+//!   an update's keys across it (one key old, another new); the next tick
+//!   reads the rest.
+//! - **FUSE**: the kernel caches a FUSE mount's attributes and entries
+//!   (`attr_timeout`, `entry_timeout`; symlink targets too where the
+//!   server allows it), so a swap can be seen only once that cache
+//!   expires, later than the interval says. On Linux each key's size is
+//!   fetched with `statx(AT_STATX_FORCE_SYNC)` when it is read (one round
+//!   trip to the FUSE server per file read, none on an idle tick); on
+//!   other systems, and on a kernel or sandbox without `statx`, the cached
+//!   size is used, which can cut a file read short: an invalid version.
+//! - **Hidden symlinks** (SMB, some FUSE mounts, Wine): `..data` shows as
+//!   a directory, which is watched as plain files, with plain mode's
+//!   limits above and no swap time (no lag).
 #![deny(missing_docs)]
 
 #[cfg(feature = "actions")]

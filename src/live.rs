@@ -98,8 +98,10 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Live<T> {
 }
 
 impl<T> Live<T> {
-    /// The current config. Wait-free for readers: no lock, whatever the
-    /// watching thread does.
+    /// The current config. Lock-free: no lock, and never waiting for the
+    /// watching thread, whatever it does. Not wait-free: cloning the `Arc`
+    /// is an atomic increment on a count every reader shares, so readers
+    /// on many threads slow each other down (BENCHMARKS.md, "Live::get").
     pub fn get(&self) -> Arc<T> {
         self.shared.current.load().value.clone()
     }
@@ -257,11 +259,9 @@ impl<T: DeserializeOwned + Send + Sync + 'static> LiveBuilder<T> {
             .name("configmapwatch-live".into())
             .spawn(move || {
                 let interval = driver.watcher.interval();
-                // Disconnected (every handle dropped) ends the loop; nothing
-                // is ever sent.
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                every_interval(interval, &stopped, || {
                     driver.tick();
-                }
+                });
             })
             .map_err(|e| Error::io(dir, "cannot start the watching thread", e))?;
         Ok(live)
@@ -439,5 +439,117 @@ impl<T> LiveDriver<T> {
     /// The time between checks the options asked for.
     pub fn interval(&self) -> Duration {
         self.watcher.interval()
+    }
+}
+
+/// Runs `tick` every `interval` until `stopped` disconnects (every handle
+/// dropped; nothing is ever sent on it). Ticks begin one interval apart, as
+/// [`Watcher::run`]'s do, however long one takes (a slow validator or
+/// `on_change`).
+fn every_interval(interval: Duration, stopped: &mpsc::Receiver<()>, mut tick: impl FnMut()) {
+    // The first check was `build`'s: the next is one interval after it.
+    let mut began = Instant::now();
+    while let Err(mpsc::RecvTimeoutError::Timeout) =
+        stopped.recv_timeout(crate::watcher::until_next_tick(began, interval))
+    {
+        began = Instant::now();
+        tick();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AtomicWriter, Payload};
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Port {
+        port: u16,
+    }
+
+    /// What wakes a waiter, as the crate docs state it ("What counts as a
+    /// change"): a bad version, then a good one whose config equals the
+    /// last good one, is a change (the watcher was failing), so waiters
+    /// wake with an equal value in a new `Arc`; an equal config with no
+    /// refusal between is not, and neither is the refusal itself.
+    #[test]
+    fn a_good_version_after_a_refused_one_wakes_waiters_even_if_equal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let writer = AtomicWriter::new(tmp.path());
+        let publish = |text: &str| {
+            let mut payload = Payload::new();
+            payload.insert("config.json", text).unwrap();
+            writer.write(&payload).unwrap();
+        };
+        publish(r#"{"port": 1}"#);
+        let (live, mut driver) = Live::<Port>::watch(tmp.path())
+            .start_driven(Duration::from_secs(10))
+            .unwrap();
+        #[cfg(feature = "tokio")]
+        let changes = {
+            let mut rx = live.subscribe();
+            rx.borrow_and_update();
+            rx
+        };
+        let seen = live.get();
+        let first_version = live.version();
+        let wakes = || live.wait_for_change(&seen, Duration::ZERO);
+
+        // A new version, the same config, nothing refused between.
+        publish(r#"{ "port": 1 }"#);
+        assert!(driver.tick().is_none());
+        assert!(wakes().is_none());
+        assert_eq!(live.version(), first_version);
+        #[cfg(feature = "tokio")]
+        assert!(!changes.has_changed().unwrap());
+
+        // A refused version wakes nothing.
+        publish(r#"{"port": "eighty"}"#);
+        assert_eq!(driver.tick().unwrap().kind, EventKind::Error);
+        assert!(wakes().is_none());
+        #[cfg(feature = "tokio")]
+        assert!(!changes.has_changed().unwrap());
+
+        // The first config again: a change, because the last was refused.
+        publish(r#"{"port": 1}"#);
+        assert_eq!(driver.tick().unwrap().kind, EventKind::Change);
+        let woke = wakes().expect("a waiter wakes");
+        assert_eq!(*woke, *seen);
+        assert!(!Arc::ptr_eq(&woke, &seen));
+        assert_ne!(live.version(), first_version);
+        #[cfg(feature = "tokio")]
+        assert!(changes.has_changed().unwrap());
+    }
+
+    /// A tick that takes 60% of the interval does not stretch the period:
+    /// over a window of 20 intervals there are about 20 ticks, not the
+    /// 12.5 that waiting a whole interval after each tick gives.
+    #[test]
+    fn ticks_keep_their_period_however_long_a_tick_takes() {
+        let interval = Duration::from_millis(100);
+        let window = interval * 20;
+        let (alive, stopped) = mpsc::sync_channel::<()>(0);
+        let started = Instant::now();
+        let ticks = thread::spawn(move || {
+            let mut ticks = 0u32;
+            every_interval(interval, &stopped, || {
+                ticks += 1;
+                thread::sleep(interval * 6 / 10);
+            });
+            ticks
+        });
+        // The window is measured, not assumed: the count is compared with
+        // the intervals that really passed.
+        thread::sleep(window);
+        drop(alive);
+        let ticks = ticks.join().unwrap();
+        let elapsed = started.elapsed();
+        let expected = elapsed.as_secs_f64() / interval.as_secs_f64();
+        assert!(
+            f64::from(ticks) >= 0.8 * expected,
+            "{ticks} ticks in {elapsed:?}, {expected:.1} intervals"
+        );
+        // And never a burst: at most one tick per interval begun.
+        assert!(f64::from(ticks) <= expected + 1.0, "{ticks} ticks");
     }
 }

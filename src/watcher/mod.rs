@@ -52,7 +52,7 @@ use crate::{
 /// period however long a tick takes (500 directories, a slow handler), so
 /// a version is seen within one interval of its swap. A tick that took
 /// longer than the interval is followed at once, never by a burst.
-fn until_next_tick(tick: Instant, interval: Duration) -> Duration {
+pub(crate) fn until_next_tick(tick: Instant, interval: Duration) -> Duration {
     interval.saturating_sub(tick.elapsed())
 }
 

@@ -5,7 +5,10 @@
 use std::{
     io::Write,
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     thread,
     time::{Duration, Instant, SystemTime},
 };
@@ -194,7 +197,11 @@ pub fn watch(
     out: impl Write + Send + 'static,
 ) -> Result<(), String> {
     let print = settings.output;
-    let out = Arc::new(Mutex::new(out));
+    let out = Arc::new(Output {
+        out: Mutex::new(out),
+        closed: AtomicBool::new(false),
+        ends_watch: settings.actions.list.is_empty(),
+    });
     let mut watchers: Vec<Watcher> = settings
         .watches
         .iter()
@@ -241,14 +248,16 @@ pub fn watch(
                 return;
             }
             if let Some(text) = print.report(&report) {
-                // A closed stdout is handled by the watch loop.
-                let _ = line(&out, &text);
+                out.line(&text);
             }
             code.release();
         })
     });
-    let mut stdout_closed = false;
-    Watcher::run_many(&mut watchers, shutdown, &mut |all, events| {
+    let until = UntilClosed {
+        shutdown,
+        out: &out,
+    };
+    Watcher::run_many(&mut watchers, &until, &mut |all, events| {
         // One round of actions per tick, however many directories changed:
         // for the last triggering event, carrying every directory's config.
         let mut round = None;
@@ -256,17 +265,8 @@ pub fn watch(
             if let Some(status) = &status {
                 status.observe(&event);
             }
-            if let Some(text) = print.event(&event)
-                && !line(&out, &text)
-                && !stdout_closed
-            {
-                stdout_closed = true;
-                // With nothing else to do, a closed stdout (`| head -n1`)
-                // is the reader saying it has seen enough.
-                if runner.is_none() {
-                    std::process::exit(0);
-                }
-                log::warn!("stdout is closed: events are no longer printed; actions go on");
+            if let Some(text) = print.event(&event) {
+                out.line(&text);
             }
             if settings.actions.triggered_by(&event) {
                 round = Some(event);
@@ -285,10 +285,51 @@ pub fn watch(
             status.observe_action(&report);
         }
         if let Some(text) = print.report(&report) {
-            let _ = line(&out, &text);
+            out.line(&text);
         }
     }
     Ok(())
+}
+
+/// stdout, shared by the loop and the actions' callback: the one place a
+/// closed stdout (the reader gone, as with `| head -n1`) is noticed.
+struct Output<W> {
+    out: Mutex<W>,
+    closed: AtomicBool,
+    /// No actions: a closed stdout leaves nothing to do and ends the watch
+    /// (see [`UntilClosed`]). With actions, they go on.
+    ends_watch: bool,
+}
+
+impl<W: Write> Output<W> {
+    /// Writes one line; once a write has failed, nothing more is tried.
+    fn line(&self, text: &str) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        if writeln!(out, "{text}").and_then(|()| out.flush()).is_err()
+            && !self.closed.swap(true, Ordering::Relaxed)
+            && !self.ends_watch
+        {
+            log::warn!("stdout is closed: events are no longer printed; actions go on");
+        }
+    }
+}
+
+/// The loop's wait: `shutdown`, or a closed stdout when there are no
+/// actions (the reader has seen enough). The loop then returns as on
+/// shutdown, and the tool exits 0 with everything dropped in order.
+struct UntilClosed<'a, S, W> {
+    shutdown: &'a S,
+    out: &'a Output<W>,
+}
+
+impl<S: Wait, W> Wait for UntilClosed<'_, S, W> {
+    fn wait(&self, timeout: Duration) -> bool {
+        (self.out.ends_watch && self.out.closed.load(Ordering::Relaxed))
+            || self.shutdown.wait(timeout)
+    }
 }
 
 /// With several directories, an action's input is every directory's
@@ -307,12 +348,6 @@ fn with_every_config(mut event: Event, all: &[Watcher]) -> Event {
         event.config = Some(Arc::new(serde_json::Value::Object(every)));
     }
     event
-}
-
-/// Writes one line; false if the output is gone (stdout closed).
-fn line(out: &Mutex<impl Write>, text: &str) -> bool {
-    let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
-    writeln!(out, "{text}").and_then(|()| out.flush()).is_ok()
 }
 
 /// Prints the current config of each directory once; true if every one has
