@@ -76,10 +76,31 @@ impl EventHandler for mpsc::Sender<Event> {
     }
 }
 
-/// Checks a parsed config before it is accepted: given the snapshot it came
-/// from and the config, an `Err` makes the version an error event (the last
-/// good config stays). Typed handles deserialize here.
+/// Accepts or refuses a parsed config: given the snapshot it came from and
+/// the config. The contract:
+/// - it runs on the loop's thread, before anything is committed or acted
+///   on, and must have no side effects: it may be called again for the
+///   same version (after a passing fault, or a read that restarted);
+/// - an `Err` of [`ErrorKind::Transient`](crate::ErrorKind::Transient)
+///   (a checker that could not start) says nothing about the version: it
+///   is judged again when the retry is due, in every mode alike, and
+///   reported only if it outlasts the fault grace;
+/// - any other `Err` refuses the version: an error event, and the last
+///   good config stays.
+///
+/// Typed handles deserialize here.
 pub type Validator = Box<dyn FnMut(&Snapshot, &Value) -> Result<(), Error> + Send>;
+
+/// Commits an accepted version: side effects (writing rendered files,
+/// publishing a typed value) belong here, not in the [`Validator`]. Called
+/// once per accepted version whose config is new (the first included),
+/// after the validator passed and before the event. A passing fault
+/// ([`ErrorKind::Transient`](crate::ErrorKind::Transient): EMFILE, a disk
+/// briefly full) is retried like a read, the version validated again
+/// first; any other error refuses the version (an error event, the last
+/// good config stays). Actions follow the event, so they run only after a
+/// commit succeeded.
+pub type Commit = Box<dyn FnMut(&Snapshot, &Value) -> Result<(), Error> + Send>;
 
 /// Proof of life of a watcher's loop, readable from any thread (for
 /// liveness probes and metrics): updated with atomics on every tick, so
@@ -120,6 +141,7 @@ impl Heartbeat {
     }
 }
 
+/// A [`Validator`] or a [`Commit`], printable.
 struct ValidatorSlot(Option<Validator>);
 
 impl std::fmt::Debug for ValidatorSlot {
@@ -134,6 +156,7 @@ pub struct Watcher {
     /// The volume directory, shared with every event (no copy per event).
     dir: Arc<std::path::Path>,
     validator: ValidatorSlot,
+    commit: ValidatorSlot,
     heartbeat: Arc<Heartbeat>,
     volume: Volume,
     selector: Selector,
@@ -182,6 +205,7 @@ impl Watcher {
         Watcher {
             dir: options.dir.as_path().into(),
             validator: ValidatorSlot(None),
+            commit: ValidatorSlot(None),
             heartbeat: Arc::default(),
             volume: {
                 let mut volume = Volume::with_limits(
@@ -213,9 +237,17 @@ impl Watcher {
         }
     }
 
-    /// Runs `validator` on every parsed config before accepting it.
+    /// Runs `validator` on every parsed config before accepting it (see
+    /// [`Validator`] for its contract).
     pub fn with_validator(mut self, validator: Validator) -> Self {
         self.validator = ValidatorSlot(Some(validator));
+        self
+    }
+
+    /// Runs `commit` once per accepted version whose config is new, before
+    /// its event (see [`Commit`] for its contract).
+    pub fn with_commit(mut self, commit: Commit) -> Self {
+        self.commit = ValidatorSlot(Some(commit));
         self
     }
 
@@ -375,6 +407,20 @@ impl Watcher {
             }
             Some(_) => EventKind::Change,
         };
+        // Accepted: commit it (render), then report it (actions follow).
+        if let Some(commit) = &mut self.commit.0
+            && let Err(e) = commit(&snapshot, &config)
+        {
+            if e.is_transient() {
+                return Err(e);
+            }
+            return Ok(Some(self.error_event(
+                snapshot.version,
+                detected_at,
+                lag,
+                &e,
+            )));
+        }
         self.failing = false;
         let config = Arc::new(config);
         let previous = self.current.replace(Current {

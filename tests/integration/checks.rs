@@ -378,3 +378,40 @@ fn gzip_keys_are_read_as_their_text_and_a_bomb_is_refused_at_the_file_cap() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("decompresses to more than 1 MiB"), "{text}");
 }
+
+/// Rendering is the commit of an accepted version, not part of accepting
+/// it: a render that cannot be written yet (its directory is missing) is a
+/// passing fault, retried in plain mode as in ConfigMap mode, and the
+/// version is reported once its file is written, never refused for it. A
+/// checker that refuses a version leaves the rendered file as it was.
+#[test]
+fn a_render_that_cannot_be_written_yet_is_retried_not_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("plain");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("app.yaml"), "a: 1\n").unwrap();
+    let out_dir = tmp.path().join("run");
+    let out = out_dir.join("app.yaml");
+    let mut cmd = bin();
+    cmd.args(["-o", "json", "-i", "10ms", "--file", "app.yaml", "-d"])
+        .arg(&dir)
+        .arg("--render-to")
+        .arg(&out)
+        .args(["--fault-grace", "1h"])
+        .args(["--validate-exec", "grep -qv refuse {}"]);
+    let run = Running::spawn(cmd);
+    // Retried quietly while the directory is missing; then written.
+    wait_until("the fault to be logged", || {
+        run.stderr_so_far().contains("retrying (not a verdict")
+    });
+    std::fs::create_dir(&out_dir).unwrap();
+    let e = run.event();
+    assert_eq!(e["event"], "initial", "{e}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "a: 1\n");
+    // Refused by the checker: nothing written.
+    let refused = "a: refuse\n";
+    std::fs::write(dir.join("app.yaml"), refused).unwrap();
+    let e = run.event();
+    assert_eq!(e["event"], "error", "{e}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "a: 1\n");
+}

@@ -81,21 +81,28 @@ impl Settings {
             options.dir.clone(),
             options.selector.clone(),
         );
-        watcher.with_validator(Box::new(move |snapshot, config| {
-            // Substitution first: an unset variable refuses the version
-            // before the checker or anything else runs.
-            let files = match &checks.render {
-                Some(render) => Some(render.prepare(&selector, snapshot)?),
-                None => None,
-            };
-            if let Some(validate) = &checks.validate {
-                validate.check(&dir, snapshot, config)?;
+        // Accept: nothing written. Substitution first: an unset variable
+        // refuses the version before the checker runs.
+        let accept = {
+            let (checks, selector) = (checks.clone(), selector.clone());
+            move |snapshot: &Snapshot, config: &serde_json::Value| {
+                if let Some(render) = &checks.render {
+                    render.prepare(&selector, snapshot)?;
+                }
+                if let Some(validate) = &checks.validate {
+                    validate.check(&dir, snapshot, config)?;
+                }
+                Ok(())
             }
-            if let (Some(render), Some(files)) = (&checks.render, files) {
-                render.write(files)?;
-            }
-            Ok(())
-        }))
+        };
+        let watcher = watcher.with_validator(Box::new(accept));
+        // Commit: the files, once the version is accepted.
+        match checks.render {
+            Some(render) => watcher.with_commit(Box::new(move |snapshot, _| {
+                render.write(render.prepare(&selector, snapshot)?)
+            })),
+            None => watcher,
+        }
     }
 }
 
@@ -260,7 +267,18 @@ pub fn watch(
     Watcher::run_many(&mut watchers, &until, &mut |all, events| {
         // One round of actions per tick, however many directories changed:
         // for the last triggering event, carrying every directory's config.
-        let mut round = None;
+        // Submitted before the events are printed: a slow or blocked
+        // stdout never delays a reload, and once a change is printed its
+        // round is queued.
+        if let (Some(runner), Some(event)) = (
+            &runner,
+            events
+                .iter()
+                .rev()
+                .find(|e| settings.actions.triggered_by(e)),
+        ) {
+            runner.submit(with_every_config(event.clone(), all));
+        }
         for event in events {
             if let Some(status) = &status {
                 status.observe(&event);
@@ -268,12 +286,6 @@ pub fn watch(
             if let Some(text) = print.event(&event) {
                 out.line(&text);
             }
-            if settings.actions.triggered_by(&event) {
-                round = Some(event);
-            }
-        }
-        if let (Some(runner), Some(event)) = (&runner, round) {
-            runner.submit(with_every_config(event, all));
         }
         // Start-up and this reload are done: idle ticks need little of it.
         code.release();
