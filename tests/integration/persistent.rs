@@ -143,6 +143,18 @@ fn plain_mode_reads_a_file_written_in_place_once_it_holds_still() {
     );
 }
 
+/// Whether a watcher can run as another user here (as root only): else a
+/// SKIPPED line (a failure under CI, which runs as root).
+#[cfg(target_os = "linux")]
+fn can_switch_user() -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    crate::helper::skip(&test, "needs root to run the watcher as another user");
+    false
+}
+
 /// The real binary, as an unprivileged user (root reads everything):
 /// `setpriv` to uid 65534, watching `vol` with JSON events every 10 ms.
 #[cfg(target_os = "linux")]
@@ -168,11 +180,7 @@ fn as_nobody(vol: &Vol, extra: &[&str]) -> crate::helper::Running {
 #[test]
 fn a_key_we_may_not_read_is_an_error_event_after_the_grace_and_its_fix_a_change() {
     use std::os::unix::fs::PermissionsExt;
-    if !rustix::process::geteuid().is_root() {
-        crate::helper::skip(
-            "a_key_we_may_not_read_is_an_error_event_after_the_grace_and_its_fix_a_change",
-            "needs root to run the watcher as another user",
-        );
+    if !can_switch_user() {
         return;
     }
     let vol = vol!();
@@ -213,11 +221,7 @@ fn a_key_we_may_not_read_is_an_error_event_after_the_grace_and_its_fix_a_change(
 #[test]
 fn a_data_link_we_may_not_read_is_reported_once_and_recovers() {
     use std::os::unix::fs::PermissionsExt;
-    if !rustix::process::geteuid().is_root() {
-        crate::helper::skip(
-            "a_data_link_we_may_not_read_is_reported_once_and_recovers",
-            "needs root to run the watcher as another user",
-        );
+    if !can_switch_user() {
         return;
     }
     let vol = vol!();
@@ -252,11 +256,7 @@ fn a_data_link_we_may_not_read_is_reported_once_and_recovers() {
 #[test]
 fn once_names_the_version_a_fault_keeps_from_being_read() {
     use std::os::unix::fs::PermissionsExt;
-    if !rustix::process::geteuid().is_root() {
-        crate::helper::skip(
-            "once_names_the_version_a_fault_keeps_from_being_read",
-            "needs root to run the watcher as another user",
-        );
+    if !can_switch_user() {
         return;
     }
     let vol = vol!();
