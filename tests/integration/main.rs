@@ -26,6 +26,7 @@ mod persistent;
 mod reader;
 mod readme;
 mod serve;
+mod status;
 mod tls;
 mod torture;
 mod values;
