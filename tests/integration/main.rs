@@ -25,6 +25,7 @@ mod once;
 mod persistent;
 mod reader;
 mod readme;
+mod rules;
 mod serve;
 mod status;
 mod tls;
