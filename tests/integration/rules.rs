@@ -83,10 +83,11 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
     names
 }
 
-#[test]
-fn the_shipped_rules_read_the_real_series_and_pass_promtools_unit_test() {
-    needs!("promtool");
-    let vol = vol!();
+/// The real binary in the state the rules' unit test models: a version
+/// accepted whose reload fails, then one refused. Its scrape, with every
+/// family the README documents present.
+fn faulty_sidecar_metrics() -> String {
+    let vol = crate::helper::Vol::kubelet().expect("symlinks");
     let v1 = vol.publish(&[("config.json", r#"{"n":1}"#)]);
     // The target refuses every reload.
     let hook = HookServer::start(|_| (500, Duration::ZERO));
@@ -103,8 +104,6 @@ fn the_shipped_rules_read_the_real_series_and_pass_promtools_unit_test() {
     run.event_for("error", &v3);
     let (_, metrics) = get(addr, "/metrics");
     let dir = vol.path().display().to_string();
-
-    // The state the unit test models, in the real series.
     assert_eq!(
         sample(&metrics, "configmapwatch_actions_failing"),
         Some(1.0)
@@ -126,6 +125,16 @@ fn the_shipped_rules_read_the_real_series_and_pass_promtools_unit_test() {
         Some(1.0),
         "{metrics}"
     );
+    metrics
+}
+
+#[test]
+fn the_shipped_rules_read_the_real_series_and_pass_promtools_unit_test() {
+    needs!("promtool");
+    if !crate::helper::symlinks_work() {
+        return crate::helper::no_symlinks(file!(), line!());
+    }
+    let metrics = faulty_sidecar_metrics();
 
     // Every series of the scrape: its name and label names.
     let scraped: BTreeSet<(String, BTreeSet<String>)> = metrics
@@ -197,4 +206,70 @@ fn the_shipped_rules_read_the_real_series_and_pass_promtools_unit_test() {
         assert!(out.status.success(), "promtool {}: {text}", args.join(" "));
         assert!(text.contains("SUCCESS"), "{text}");
     }
+}
+
+/// The README's table of series and a real scrape are the same: every
+/// family exported is documented, with its labels and type, and nothing
+/// documented is missing.
+#[test]
+fn every_series_is_documented_in_the_readme_with_its_labels() {
+    if !crate::helper::symlinks_work() {
+        return crate::helper::no_symlinks(file!(), line!());
+    }
+    let metrics = faulty_sidecar_metrics();
+    // Family -> (type, label names), from the scrape.
+    let mut exported: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+    for line in metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            exported.insert(name.to_owned(), (kind.to_owned(), BTreeSet::new()));
+        }
+    }
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let (name, labels) = series(line.rsplit_once(' ').unwrap().0);
+        let family = exported
+            .keys()
+            .find(|f| {
+                name == **f
+                    || ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| name == format!("{f}{s}"))
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("{name}: no TYPE line"));
+        let own = labels.into_keys().filter(|l| l != "le");
+        exported.get_mut(&family).unwrap().1.extend(own);
+    }
+
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split("## Metrics and health probes")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .unwrap();
+    let mut documented = BTreeMap::new();
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let text = cells[0].trim_start_matches("| ").trim_matches('`');
+        if !(text.starts_with("configmapwatch_") || text.starts_with("reloader_")) {
+            continue;
+        }
+        let (name, labels) = match text.split_once('{') {
+            Some((name, labels)) => (
+                name,
+                labels
+                    .trim_end_matches('}')
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            None => (text, BTreeSet::new()),
+        };
+        assert!(cells.len() >= 3, "{row}: no type or meaning");
+        documented.insert(name.to_owned(), (cells[1].to_owned(), labels));
+    }
+    assert_eq!(
+        documented, exported,
+        "the README's table of series (left) and a real scrape (right) differ"
+    );
 }
