@@ -183,8 +183,8 @@ pub use format::{Format, Position, Selector, YamlSchema};
 pub use live::{Live, LiveBuilder, LiveDriver};
 pub use volume::{Layout, ReadStep, Snapshot, Volume};
 pub use watcher::{
-    Commit, EventHandler, Fault, Heartbeat, LayoutMode, Shutdown, ShutdownListener, Validator,
-    Wait, WatchOptions, Watcher, shutdown_channel,
+    Commit, EventHandler, Fault, FaultState, Heartbeat, LayoutMode, Shutdown, ShutdownListener,
+    Validator, Wait, WatchOptions, Watcher, shutdown_channel,
 };
 pub use writer::{AtomicWriter, Outcome, Payload, Step, Swap};
 

@@ -1,5 +1,6 @@
-//! The HTTP listener behind `--listen-address`: three GET endpoints, one
-//! request per connection, requests parsed by `httparse`.
+//! The HTTP listener behind `--listen-address`: four GET endpoints
+//! (`/metrics`, `/healthz`, `/readyz`, `/status`), one request per
+//! connection, requests parsed by `httparse`.
 //!
 //! It is written for a sidecar's threat model rather than for throughput:
 //! connections are bounded, each has a short deadline to send its request
@@ -310,14 +311,14 @@ fn route(status: &Status, method: &str, path: &str) -> (u16, bool, &'static str,
     const TEXT: &str = "text/plain; charset=utf-8";
     // A query string does not change what is asked.
     let path = path.split('?').next().unwrap_or(path);
-    let known = matches!(path, "/" | "/metrics" | "/healthz" | "/readyz");
+    let known = matches!(path, "/" | "/metrics" | "/healthz" | "/readyz" | "/status");
     let head = method == "HEAD";
     if !known {
         return (
             404,
             head,
             TEXT,
-            format!("not found: {path} (try /metrics, /healthz, /readyz)\n"),
+            format!("not found: {path} (try /metrics, /healthz, /readyz, /status)\n"),
         );
     }
     if method != "GET" && !head {
@@ -353,34 +354,23 @@ fn route(status: &Status, method: &str, path: &str) -> (u16, bool, &'static str,
                 ),
             ),
         },
-        "/readyz" => match (
-            status.not_ready().as_slice(),
-            status.unconfirmed().as_slice(),
-        ) {
-            ([], []) => (
-                200,
-                head,
-                TEXT,
-                "ready: every directory has a valid config\n".to_owned(),
-            ),
-            ([], failing) => (
-                503,
-                head,
-                TEXT,
-                format!("reload not confirmed (retrying): {}\n", failing.join("; ")),
-            ),
-            (missing, _) => (
-                503,
-                head,
-                TEXT,
-                format!("no valid config yet: {}\n", missing.join(", ")),
-            ),
-        },
+        "/readyz" => {
+            let readiness = status.readiness();
+            let code = if readiness.ready { 200 } else { 503 };
+            (code, head, TEXT, format!("{}\n", readiness.reason))
+        }
+        // Always 200: the page describes the state, /readyz judges it.
+        "/status" => (
+            200,
+            head,
+            "application/json",
+            format!("{:#}\n", status.status()),
+        ),
         _ => (
             200,
             head,
             TEXT,
-            "configmapwatch: /metrics /healthz /readyz\n".to_owned(),
+            "configmapwatch: /metrics /healthz /readyz /status\n".to_owned(),
         ),
     }
 }

@@ -1,6 +1,17 @@
 //! What the sidecar knows about itself: the metrics (Prometheus text
 //! format, through the `prometheus` crate's registry and encoder), the
-//! liveness verdict and the readiness verdict.
+//! liveness verdict, the readiness verdict and the status page (JSON).
+//!
+//! What `/readyz` means, for a sidecar whose readiness gates its pod's
+//! traffic: the pod can serve with a config that is known to be good. So
+//! it fails while a directory has no valid config yet, and while a reload
+//! failed or is unconfirmed (the target was asked to change and did not say
+//! it did: what it serves is not known). A newer version the sidecar itself
+//! refused (invalid, failed its check, or unreadable past the grace) never
+//! reached the target, which still serves the last good config: that pod
+//! stays in its Service, and the metrics and the status page say the
+//! version is not applied. Users who want such a pod out of rotation ask
+//! for it ([`Status::with_ready_requires_latest`]).
 //!
 //! Two metric families. The `reloader_*` series carry the names the
 //! Prometheus/Thanos config reloader exports, so that the prometheus-operator
@@ -45,6 +56,8 @@ const ACTION_BUCKETS: &[f64] = &[
 /// One watched directory, as the probes and metrics see it.
 #[derive(Debug)]
 struct Dir {
+    /// What the status page says about it, updated on events only.
+    state: Mutex<DirState>,
     path: String,
     heartbeat: Arc<Heartbeat>,
     /// A good config has been accepted (it stays through later bad ones).
@@ -56,6 +69,41 @@ struct Dir {
     /// The labels of this directory's `configmapwatch_config_info` series,
     /// removed when a new version replaces it.
     info: Mutex<Option<(String, String)>>,
+}
+
+/// A directory's versions, as its events told them.
+#[derive(Debug, Default)]
+struct DirState {
+    /// The newest version an event named, and when it was seen.
+    on_disk: Option<(String, SystemTime)>,
+    /// The version whose config is in use, its content hash, and since when.
+    applied: Option<(String, String, SystemTime)>,
+    /// Since when the volume holds a version that is not applied: from the
+    /// first error event after the last good version (for a fault, from
+    /// when the fault began, not when the grace ran out).
+    not_applied_since: Option<SystemTime>,
+    /// The labels of the `configmapwatch_refused_version_info` series.
+    refused: Option<(String, String)>,
+    /// The last error event, kept after a recovery.
+    last_error: Option<LastError>,
+}
+
+#[derive(Debug)]
+struct LastError {
+    version: String,
+    key: Option<String>,
+    message: String,
+    at: SystemTime,
+}
+
+/// The verdict of `/readyz` (see the module docs for what it means).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Readiness {
+    /// 200 when true, 503 when false.
+    pub ready: bool,
+    /// One line saying why.
+    pub reason: String,
 }
 
 /// The verdict of `/healthz`.
@@ -92,6 +140,8 @@ pub struct Status {
     /// Actions whose last run failed (target -> version): the config in
     /// the volume is not the one in effect until they succeed.
     failing: Mutex<std::collections::BTreeMap<String, String>>,
+    /// A version refused while the last good config serves fails `/readyz`.
+    ready_requires_latest: bool,
 }
 
 #[derive(Debug)]
@@ -112,6 +162,10 @@ struct Metrics {
     last_check_at: prometheus::GaugeVec,
     config_valid: IntGaugeVec,
     config_info: IntGaugeVec,
+    not_applied: IntGaugeVec,
+    not_applied_seconds: prometheus::GaugeVec,
+    refused_info: IntGaugeVec,
+    actions_failing: IntGauge,
     events: IntCounterVec,
     errors: IntCounterVec,
     retries: IntCounterVec,
@@ -133,6 +187,7 @@ impl Status {
         let dirs: Vec<Dir> = watchers
             .iter()
             .map(|w| Dir {
+                state: Mutex::default(),
                 path: w.dir().to_string_lossy().into_owned(),
                 heartbeat: w.heartbeat(),
                 has_config: AtomicBool::new(false),
@@ -147,6 +202,10 @@ impl Status {
             m.config_valid
                 .with_label_values(&[dir.path.as_str()])
                 .set(0);
+            m.not_applied.with_label_values(&[dir.path.as_str()]).set(0);
+            m.not_applied_seconds
+                .with_label_values(&[dir.path.as_str()])
+                .set(0.0);
             m.checks.with_label_values(&[dir.path.as_str()]);
             m.retries.with_label_values(&[dir.path.as_str()]);
         }
@@ -159,7 +218,17 @@ impl Status {
             m,
             scrape: Mutex::new(()),
             failing: Mutex::default(),
+            ready_requires_latest: false,
         }
+    }
+
+    /// Makes `/readyz` fail also while a directory's newest version is not
+    /// applied (refused as invalid, or unreadable past the grace), although
+    /// the last good config still serves. Off by default: see the module
+    /// docs.
+    pub fn with_ready_requires_latest(mut self, yes: bool) -> Self {
+        self.ready_requires_latest = yes;
+        self
     }
 
     /// Records an event of the loop: a version accepted, or refused.
@@ -176,18 +245,28 @@ impl Status {
             .with_label_values(&[dir.path.as_str(), event.kind.as_str()])
             .inc();
         m.watch_events.inc();
+        let mut state = dir.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.on_disk = Some((event.version.clone(), event.detected_at));
         match event.kind {
             EventKind::Initial | EventKind::Change => {
                 dir.has_config.store(true, Ordering::Relaxed);
                 m.config_valid
                     .with_label_values(&[dir.path.as_str()])
                     .set(1);
+                m.not_applied.with_label_values(&[dir.path.as_str()]).set(0);
+                state.not_applied_since = None;
+                if let Some((version, key)) = state.refused.take() {
+                    let _ = m
+                        .refused_info
+                        .remove_label_values(&[&dir.path, &version, &key]);
+                }
                 m.applies.inc();
                 if let Some(config) = &event.config {
                     let hash = format!(
                         "{:016x}",
                         xxhash_rust::xxh3::xxh3_64(config.to_string().as_bytes())
                     );
+                    state.applied = Some((event.version.clone(), hash.clone(), event.detected_at));
                     let mut info = dir.info.lock().unwrap_or_else(|e| e.into_inner());
                     if let Some((version, hash)) = info.take() {
                         let _ = m
@@ -218,6 +297,32 @@ impl Status {
                 m.config_valid
                     .with_label_values(&[dir.path.as_str()])
                     .set(0);
+                m.not_applied.with_label_values(&[dir.path.as_str()]).set(1);
+                // A fault reported after its grace began before its event:
+                // the heartbeat, published before the event was handed
+                // on, says when.
+                let since = dir
+                    .heartbeat
+                    .fault()
+                    .filter(|f| f.reported && f.fault.version.as_deref() == Some(&event.version))
+                    .map_or(event.detected_at, |f| f.since);
+                state.not_applied_since.get_or_insert(since);
+                let key = event.key.clone().unwrap_or_default();
+                if let Some((version, key)) = state.refused.take() {
+                    let _ = m
+                        .refused_info
+                        .remove_label_values(&[&dir.path, &version, &key]);
+                }
+                m.refused_info
+                    .with_label_values(&[dir.path.as_str(), event.version.as_str(), key.as_str()])
+                    .set(1);
+                state.refused = Some((event.version.clone(), key));
+                state.last_error = Some(LastError {
+                    version: event.version.clone(),
+                    key: event.key.clone(),
+                    message: event.error.clone().unwrap_or_default(),
+                    at: event.detected_at,
+                });
                 m.applies_failed.inc();
                 m.watch_errors.inc();
                 m.errors
@@ -259,6 +364,7 @@ impl Status {
             true => failing.remove(&key),
             false => failing.insert(key, report.version.clone()),
         };
+        m.actions_failing.set(failing.len() as i64);
         drop(failing);
         self.reloaded(report.ok, report.finished_at);
     }
@@ -317,6 +423,134 @@ impl Status {
             .collect()
     }
 
+    /// The directories whose newest version is not applied, each with the
+    /// version refused and why.
+    fn not_applied(&self) -> Vec<String> {
+        self.dirs
+            .iter()
+            .filter_map(|d| {
+                let state = d.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.not_applied_since?;
+                let e = state.last_error.as_ref()?;
+                Some(format!("{} ({}: {})", d.path, e.version, e.message))
+            })
+            .collect()
+    }
+
+    /// `/readyz`: whether the pod can serve with a known good config (see
+    /// the module docs), and why.
+    pub fn readiness(&self) -> Readiness {
+        let (missing, failing) = (self.not_ready(), self.unconfirmed());
+        let stale = self.not_applied();
+        let (ready, reason) = if !missing.is_empty() {
+            (
+                false,
+                format!("no valid config yet: {}", missing.join(", ")),
+            )
+        } else if !failing.is_empty() {
+            (
+                false,
+                format!("reload not confirmed (retrying): {}", failing.join("; ")),
+            )
+        } else if stale.is_empty() {
+            (true, "ready: every directory has a valid config".to_owned())
+        } else if self.ready_requires_latest {
+            (
+                false,
+                format!(
+                    "a newer version is not applied (--ready-requires-latest): {}",
+                    stale.join("; ")
+                ),
+            )
+        } else {
+            (
+                true,
+                format!(
+                    "ready: every directory has a valid config; the last good one serves where a newer version is not applied: {}",
+                    stale.join("; ")
+                ),
+            )
+        };
+        Readiness { ready, reason }
+    }
+
+    /// `/status`: per directory, the version on disk, the version applied
+    /// and since when, whether the newest is not applied and since when,
+    /// the last error, and the fault being retried with its next attempt;
+    /// with the readiness verdict and the reloads' state. The same sources
+    /// as `/readyz` and the metrics, so that they agree.
+    pub fn status(&self) -> serde_json::Value {
+        use serde_json::json;
+        let time = |t: SystemTime| crate::event::rfc3339(t);
+        let readiness = self.readiness();
+        let dirs: Vec<serde_json::Value> = self
+            .dirs
+            .iter()
+            .map(|d| {
+                let fault = d.heartbeat.fault();
+                let state = d.state.lock().unwrap_or_else(|e| e.into_inner());
+                // A fault on a version no event named yet (in its grace) is
+                // about the newest version on disk.
+                let on_disk = match (&fault, &state.on_disk) {
+                    (Some(f), seen) if f.fault.version.as_ref().is_some_and(|v| {
+                        seen.as_ref().is_none_or(|(s, _)| s != v)
+                    }) =>
+                    {
+                        Some((f.fault.version.clone().unwrap_or_default(), f.since))
+                    }
+                    (_, seen) => seen.clone(),
+                };
+                json!({
+                    "dir": d.path,
+                    "on_disk": on_disk.map(|(version, seen)| json!({
+                        "version": version,
+                        "seen_at": time(seen),
+                    })),
+                    "applied": state.applied.as_ref().map(|(version, hash, since)| json!({
+                        "version": version,
+                        "hash": hash,
+                        "since": time(*since),
+                    })),
+                    "config_valid": self.m.config_valid.with_label_values(&[d.path.as_str()]).get() == 1,
+                    "not_applied_since": state.not_applied_since.map(time),
+                    "last_error": state.last_error.as_ref().map(|e| json!({
+                        "version": e.version,
+                        "key": e.key,
+                        "message": e.message,
+                        "at": time(e.at),
+                    })),
+                    "retry": fault.map(|f| json!({
+                        "message": f.fault.message,
+                        "key": f.fault.key,
+                        "version": f.fault.version,
+                        "since": time(f.since),
+                        "attempts": f.attempts,
+                        "next_attempt_at": f.next_attempt_at.map(time),
+                        "reported": f.reported,
+                    })),
+                    "last_check_at": d.heartbeat.last_tick().map(time),
+                })
+            })
+            .collect();
+        let failing: Vec<serde_json::Value> = self
+            .failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(action, version)| json!({"action": action, "version": version}))
+            .collect();
+        json!({
+            "ready": readiness.ready,
+            "readiness": readiness.reason,
+            "ready_requires_latest": self.ready_requires_latest,
+            "reload": {
+                "last_successful": self.m.ours_last_reload_ok.get() == 1,
+                "failing": failing,
+            },
+            "dirs": dirs,
+        })
+    }
+
     /// `/metrics`: every series, in the Prometheus text format.
     pub fn metrics(&self) -> String {
         let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
@@ -337,6 +571,20 @@ impl Status {
                     .with_label_values(&[dir.path.as_str()])
                     .set(unix_seconds(at));
             }
+            let since = dir
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .not_applied_since;
+            let age = since.map_or(0.0, |t| {
+                SystemTime::now()
+                    .duration_since(t)
+                    .unwrap_or_default()
+                    .as_secs_f64()
+            });
+            m.not_applied_seconds
+                .with_label_values(&[dir.path.as_str()])
+                .set(age);
         }
         let mut out = Vec::new();
         // Encoding into memory cannot fail for well-formed families.
@@ -370,6 +618,13 @@ impl Metrics {
         };
         let int_gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = prometheus::GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
             registry
                 .register(Box::new(g.clone()))
                 .expect("unique metric");
@@ -480,6 +735,25 @@ impl Metrics {
                 "configmapwatch_config_info",
                 "The config in use per directory: its version and a hash of its content (replicas with different configs show different hashes).",
                 &["dir", "version", "hash"],
+            ),
+            not_applied: int_gauge_vec(
+                "configmapwatch_version_not_applied",
+                "1 while the directory holds a version that is not applied (refused as invalid, or unreadable past the fault grace) and the last good config stays in use; 0 once a good version is applied.",
+                &["dir"],
+            ),
+            not_applied_seconds: gauge_vec(
+                "configmapwatch_version_not_applied_seconds",
+                "How long the directory has held a version that is not applied, at scrape time (0 when the newest is applied).",
+                &["dir"],
+            ),
+            refused_info: int_gauge_vec(
+                "configmapwatch_refused_version_info",
+                "1 for the newest refused version while it is not applied: its version and the key at fault (empty when none); gone once a good version is applied.",
+                &["dir", "version", "key"],
+            ),
+            actions_failing: int_gauge(
+                "configmapwatch_actions_failing",
+                "Actions whose last run failed (their round is being retried): the config in use may not be the target's.",
             ),
             events: counter_vec(
                 "configmapwatch_events_total",

@@ -25,13 +25,13 @@ mod waiting;
 
 pub use options::{DEFAULT_FAULT_GRACE, LayoutMode, WatchOptions};
 pub use shutdown::{Shutdown, ShutdownListener, Wait, shutdown_channel};
-pub use state::Fault;
+pub use state::{Fault, FaultState};
 
 use state::*;
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
         mpsc,
     },
@@ -104,12 +104,15 @@ pub type Commit = Box<dyn FnMut(&Snapshot, &Value) -> Result<(), Error> + Send>;
 
 /// Proof of life of a watcher's loop, readable from any thread (for
 /// liveness probes and metrics): updated with atomics on every tick, so
-/// the idle path takes no lock and allocates nothing.
+/// the idle path takes no lock and allocates nothing. The fault being
+/// retried, if any, is published here too, only when it changes.
 #[derive(Debug, Default)]
 pub struct Heartbeat {
     ticks: AtomicU64,
     last_tick_unix_ms: AtomicU64,
     retries: AtomicU64,
+    /// Written by the loop only when a fault starts, is retried or ends.
+    fault: Mutex<Option<FaultState>>,
 }
 
 impl Heartbeat {
@@ -130,6 +133,12 @@ impl Heartbeat {
             0 => None,
             ms => Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
         }
+    }
+
+    /// The passing fault the loop is retrying, as of its last attempt (see
+    /// [`Watcher::fault`]; this one can be read from any thread).
+    pub fn fault(&self) -> Option<FaultState> {
+        self.fault.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn beat(&self) {
@@ -174,6 +183,11 @@ pub struct Watcher {
     layout_mode: LayoutMode,
     /// How long a passing fault is retried quietly before it is reported.
     fault_grace: Duration,
+    /// The fault changed since it was last published to the heartbeat (a
+    /// new one, an attempt, a directory that cannot be looked at).
+    fault_changed: bool,
+    /// A fault is published: its end must be published too.
+    fault_published: bool,
 }
 
 impl Watcher {
@@ -234,6 +248,8 @@ impl Watcher {
             warned_hidden: false,
             layout_mode: options.layout,
             fault_grace: options.fault_grace,
+            fault_changed: false,
+            fault_published: false,
         }
     }
 
@@ -303,11 +319,68 @@ impl Watcher {
     /// One tick: looks at the volume and returns what changed, if anything.
     pub fn check(&mut self) -> Option<Event> {
         self.heartbeat.beat();
-        match self.mode {
+        let event = match self.mode {
             Mode::ConfigMap(_) => self.check_configmap(),
             Mode::Plain(_) => self.check_plain(),
             Mode::Waiting { .. } | Mode::Settling { .. } => self.check_waiting(),
+        };
+        // Two flags on an idle tick: the heartbeat's lock is taken only
+        // when a fault starts, is retried or ends.
+        if self.fault_changed || (self.fault_published && self.fault().is_none()) {
+            self.publish_fault();
         }
+        event
+    }
+
+    /// Copies the fault being retried (or its absence) to the heartbeat,
+    /// for other threads, with its instants as wall-clock times.
+    fn publish_fault(&mut self) {
+        self.fault_changed = false;
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let mut published = self
+            .heartbeat
+            .fault
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let state = match &self.mode {
+            Mode::ConfigMap(Link::Retrying { retry, .. } | Link::Unreadable(retry))
+            | Mode::Plain(PlainState {
+                retry: Some(retry), ..
+            }) => Some(FaultState {
+                fault: retry.fault.clone(),
+                // Kept from the first attempt: converting the instant
+                // again would move it by the clocks' jitter.
+                since: published
+                    .as_ref()
+                    .filter(|_| retry.attempts > 1)
+                    .map_or_else(
+                        || {
+                            wall.checked_sub(now.saturating_duration_since(retry.since))
+                                .unwrap_or(wall)
+                        },
+                        |p| p.since,
+                    ),
+                attempts: retry.attempts,
+                next_attempt_at: Some(wall + retry.next_at.saturating_duration_since(now)),
+                reported: retry.reported,
+            }),
+            Mode::Waiting {
+                blocked: Some(why), ..
+            } => Some(FaultState {
+                fault: why.clone(),
+                // The same fault as published before keeps its start.
+                since: published
+                    .as_ref()
+                    .filter(|p| p.fault == *why)
+                    .map_or(wall, |p| p.since),
+                attempts: 0,
+                next_attempt_at: None,
+                reported: false,
+            }),
+            _ => None,
+        };
+        self.fault_published = state.is_some();
+        *published = state;
     }
 
     /// Checks once, then every interval, handing events to `handler`, until
@@ -461,6 +534,7 @@ impl Watcher {
         quiet: bool,
     ) -> (Retry, Option<Event>) {
         self.heartbeat.retries.fetch_add(1, Ordering::Relaxed);
+        self.fault_changed = true;
         let now = Instant::now();
         let grace = humantime::format_duration(self.fault_grace);
         let mut retry = match previous {

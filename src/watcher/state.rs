@@ -155,6 +155,27 @@ impl Fault {
     }
 }
 
+/// A passing fault as the watcher's thread publishes it to other threads
+/// (the sidecar's `/status`): what it is, since when, how often it was
+/// tried and when it is tried next, in wall-clock time. Published through
+/// [`Heartbeat::fault`](super::Heartbeat::fault) when it starts, on each
+/// attempt, and when it ends: never on an idle tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FaultState {
+    /// The fault.
+    pub fault: Fault,
+    /// When it first happened.
+    pub since: SystemTime,
+    /// Failed attempts so far; 0 for a directory that cannot be looked at,
+    /// which is looked at again on every tick and not counted.
+    pub attempts: u32,
+    /// When the next attempt is made; `None` when it is on every tick.
+    pub next_attempt_at: Option<SystemTime>,
+    /// It outlasted the grace and was reported as an error event.
+    pub reported: bool,
+}
+
 /// A passing fault being retried: the one place that says what it is,
 /// since when, how often it was tried, when it is tried next, and whether
 /// it has been reported as an error event. Every path of a tick keeps its

@@ -32,6 +32,7 @@ impl Watcher {
                 }),
                 _ => None,
             };
+            self.fault_changed |= blocked != was_blocked;
             let due = logged_at.is_none_or(|at| at.elapsed() >= WAITING_LOG_EVERY)
                 || blocked != was_blocked;
             let logged_at = if due {

@@ -283,3 +283,74 @@ fn once_names_the_version_a_fault_keeps_from_being_read() {
         "{e}"
     );
 }
+
+/// The fault being retried is published to the heartbeat for other threads
+/// (the sidecar's /status): when it starts, with its attempts and next
+/// attempt, and its end, in ConfigMap mode and for a directory that cannot
+/// be looked at.
+#[test]
+fn the_fault_being_retried_is_published_to_the_heartbeat_until_it_ends() {
+    use std::sync::atomic::AtomicBool;
+    let vol = vol!();
+    vol.publish(&[("config.json", r#"{"v":1}"#)]);
+    let failing = Arc::new(AtomicBool::new(true));
+    let fails = failing.clone();
+    let mut watcher = Watcher::new(
+        WatchOptions::new(vol.path())
+            .with_interval(Duration::from_millis(1))
+            .with_fault_grace(Duration::from_secs(3600)),
+    )
+    .with_validator(Box::new(move |_, _| {
+        if fails.load(Ordering::SeqCst) {
+            Err(emfile())
+        } else {
+            Ok(())
+        }
+    }));
+    let heartbeat = watcher.heartbeat();
+    assert_eq!(heartbeat.fault(), None);
+    assert!(watcher.check().is_none());
+    let published = heartbeat.fault().expect("the fault is published");
+    assert_eq!(Some(&published.fault), watcher.fault());
+    assert_eq!(
+        published.fault.version.as_deref(),
+        Some(vol.target().as_str())
+    );
+    assert_eq!((published.attempts, published.reported), (1, false));
+    let next = published.next_attempt_at.expect("a retry is pending");
+    assert!(next >= published.since, "{published:?}");
+    wait_until("a second attempt", || {
+        watcher.check();
+        heartbeat.fault().is_some_and(|f| f.attempts >= 2)
+    });
+    assert_eq!(heartbeat.fault().unwrap().since, published.since);
+
+    failing.store(false, Ordering::SeqCst);
+    wait_until("the version to be accepted", || {
+        watcher
+            .check()
+            .is_some_and(|e| e.kind == EventKind::Initial)
+    });
+    assert_eq!(heartbeat.fault(), None, "its end is published");
+
+    // A path that is a file: a directory that cannot be looked at, checked
+    // on every tick (no next attempt time), until it is one.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("vol");
+    std::fs::write(&path, "").unwrap();
+    let mut watcher = Watcher::new(WatchOptions::new(&path));
+    let heartbeat = watcher.heartbeat();
+    watcher.check();
+    let blocked = heartbeat.fault().expect("published");
+    assert!(
+        blocked.fault.message.ends_with("not a directory"),
+        "{blocked:?}"
+    );
+    assert_eq!((blocked.attempts, blocked.next_attempt_at), (0, None));
+    watcher.check();
+    assert_eq!(heartbeat.fault().unwrap().since, blocked.since);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    watcher.check();
+    assert_eq!(heartbeat.fault(), None);
+}

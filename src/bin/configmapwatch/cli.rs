@@ -227,11 +227,17 @@ pub struct CheckArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Metrics and health (off unless --listen-address is given)")]
 pub struct ServeArgs {
-    /// Serve /metrics (Prometheus), /healthz (the loop is ticking) and
-    /// /readyz (every directory has a valid config) on this address, e.g.
+    /// Serve /metrics (Prometheus), /healthz (the loop is ticking), /readyz
+    /// (every directory has a valid config, no reload failing) and /status
+    /// (JSON) on this address, e.g.
     /// 127.0.0.1:9533, or :9533 for every interface.
     #[arg(long, value_name = "ADDR", env = "CONFIGMAPWATCH_LISTEN_ADDRESS")]
     pub listen_address: Option<String>,
+    /// /readyz fails also while a directory's newest version is refused
+    /// (invalid, or unreadable past --fault-grace), although the last good
+    /// config still serves. Off: such a pod stays in its Service.
+    #[arg(long, env = "CONFIGMAPWATCH_READY_REQUIRES_LATEST", value_parser = boolish(), action = ArgAction::SetTrue)]
+    pub ready_requires_latest: bool,
 }
 
 /// What to do on each good change.
@@ -505,6 +511,7 @@ impl WatchArgs {
             },
             actions: self.actions.actions(&self.dir[0])?,
             listen: self.serve.listen_address.clone(),
+            ready_requires_latest: self.serve.ready_requires_latest,
             checks: self.checks.checks(&self.dir, &template.selector)?,
         })
     }

@@ -36,8 +36,10 @@ pub struct Settings {
     pub output: Print,
     /// What to do on a change.
     pub actions: Actions,
-    /// Where to serve /metrics, /healthz and /readyz, if anywhere.
+    /// Where to serve /metrics, /healthz, /readyz and /status, if anywhere.
     pub listen: Option<String>,
+    /// `--ready-requires-latest`.
+    pub ready_requires_latest: bool,
     /// What a version must pass, and where it is rendered, before actions.
     pub checks: Checks,
 }
@@ -220,11 +222,10 @@ pub fn watch(
             .map(Watcher::interval)
             .min()
             .unwrap_or_default();
-        Arc::new(Status::new(
-            &watchers,
-            interval,
-            !settings.actions.list.is_empty(),
-        ))
+        Arc::new(
+            Status::new(&watchers, interval, !settings.actions.list.is_empty())
+                .with_ready_requires_latest(settings.ready_requires_latest),
+        )
     });
     // Bound before the first check, so that a taken port is a startup
     // error, not a silent sidecar without probes.
@@ -233,7 +234,7 @@ pub fn watch(
             let server = Server::start(address, status.clone(), ServerOptions::default())
                 .map_err(|e| format!("--listen-address {address}: {e}"))?;
             log::info!(
-                "serving /metrics, /healthz and /readyz on http://{}",
+                "serving /metrics, /healthz, /readyz and /status on http://{}",
                 server.local_addr()
             );
             Some(server)
