@@ -27,6 +27,7 @@ mod reader;
 mod readme;
 mod serve;
 mod tls;
+mod tls_sidecar;
 mod torture;
 mod values;
 mod volume;
