@@ -1,11 +1,13 @@
 //! Certificates for programs in other languages, through the real binary:
 //! the README's sidecar recipe (openssl checks the pair, nginx gets SIGHUP)
 //! against nginx serving HTTPS from a Secret volume as an unprivileged
-//! user, seen by `openssl s_client`.
+//! user, seen by `openssl s_client`; and the certificate expiry gauge on a
+//! real scrape, with the shipped alert rules run on its series by promtool.
 
 #![cfg(all(target_os = "linux", feature = "rustls"))]
 
 use std::{
+    io::Write,
     path::Path,
     process::{Command, Stdio},
 };
@@ -15,7 +17,8 @@ use time::OffsetDateTime;
 use crate::{
     certs::{Ca, Pair},
     helper::{
-        Reaped, Running, action, bin, free_port, readme_command, tool, tool_path, wait_until,
+        Reaped, Running, action, bin, free_port, get, readme_command, sample, spawn_served, tool,
+        tool_path, wait_until, watch_served,
     },
 };
 
@@ -190,4 +193,190 @@ fn the_tls_sidecar_recipe_checks_each_pair_with_openssl_and_reloads_nginx() {
     wait_until("nginx to serve the next good pair", || {
         is_served(port, &four)
     });
+}
+
+/// The series `configmapwatch_certificate_expiry_seconds{...}` of a
+/// scrape: each with its labels as printed, and its value.
+fn expiry_series(metrics: &str) -> Vec<(String, f64)> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("configmapwatch_certificate_expiry_seconds{"))
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+fn unix(t: OffsetDateTime) -> f64 {
+    t.unix_timestamp() as f64
+}
+
+#[test]
+fn the_certificate_expiry_gauge_follows_accepted_versions_and_the_rules_alert_on_it() {
+    needs!("promtool");
+    let vol = vol!();
+    let ca = Ca::new("gauge CA");
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let hour = time::Duration::hours(1);
+    let soon = ca.leaf_with(
+        0x1a,
+        &["localhost"],
+        now - hour,
+        now + time::Duration::days(3),
+    );
+    let later = ca.leaf_with(
+        0x2b,
+        &["localhost"],
+        now - hour,
+        now + time::Duration::days(90),
+    );
+    let v1 = vol.publish(&[
+        ("tls.crt", &soon.cert),
+        ("tls.key", &soon.key),
+        ("ca.crt", &ca.pem),
+    ]);
+    let mut cmd = watch_served(vol.path());
+    cmd.args(["--file", "tls.crt,ca.crt", "--format", "text"]);
+    let (run, addr) = spawn_served(cmd);
+    run.event_for("initial", &v1);
+    let dir = vol.path().display().to_string();
+    let leaf = |serial: &str| {
+        format!(
+            "configmapwatch_certificate_expiry_seconds{{dir=\"{dir}\",key=\"tls.crt\",serial=\"{serial}\",subject=\"CN=leaf {}\"}}",
+            u64::from_str_radix(serial, 16).unwrap()
+        )
+    };
+    let (_, metrics) = get(addr, "/metrics");
+    assert_eq!(
+        sample(&metrics, &leaf("1a")),
+        Some(unix(now + time::Duration::days(3))),
+        "{metrics}"
+    );
+    // The CA in ca.crt has its own series (rcgen's default validity).
+    let series = expiry_series(&metrics);
+    assert_eq!(series.len(), 2, "{metrics}");
+    assert!(
+        series
+            .iter()
+            .any(|(s, _)| s.contains("key=\"ca.crt\"") && s.contains("subject=\"CN=gauge CA\"")),
+        "{metrics}"
+    );
+    let scraped_soon = leaf("1a");
+
+    // A renewed certificate replaces the old one's series.
+    let v2 = vol.publish(&[
+        ("tls.crt", &later.cert),
+        ("tls.key", &later.key),
+        ("ca.crt", &ca.pem),
+    ]);
+    run.event_for("change", &v2);
+    let (_, metrics) = get(addr, "/metrics");
+    assert_eq!(
+        sample(&metrics, &leaf("2b")),
+        Some(unix(now + time::Duration::days(90))),
+        "{metrics}"
+    );
+    assert_eq!(sample(&metrics, &scraped_soon), None, "{metrics}");
+    assert_eq!(expiry_series(&metrics).len(), 2, "{metrics}");
+    drop(run);
+    // The scrape as Prometheus reads it, linted.
+    let mut lint = tool("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    lint.stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = lint.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The shipped rules: valid, and run by promtool on the series exactly
+    // as scraped. time() starts at 0 in a rules test, so a value of 3 days
+    // is a certificate 3 days from its end: the 7-day alert fires after
+    // its 10 minutes, the 1-day one does not; 90 days fires neither.
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/examples/certificate-rules.yaml");
+    let out = tool("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("promtool check rules: {said}");
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml_quoted = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let (soon_s, later_s) = (scraped_soon, leaf("2b"));
+    let labels = |series: &str| -> String {
+        let inner = &series[series.find('{').unwrap() + 1..series.len() - 1];
+        inner
+            .split("\",")
+            .map(|kv| {
+                let (k, v) = kv.split_once("=\"").unwrap();
+                format!(
+                    "              {k}: {}\n",
+                    yaml_quoted(v.trim_end_matches('"'))
+                )
+            })
+            .collect()
+    };
+    let test = format!(
+        "rule_files:
+  - {rules}
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: {soon}
+        values: '{three_days}x30'
+      - series: {later}
+        values: '{ninety_days}x30'
+    alert_rule_test:
+      - eval_time: 15m
+        alertname: CertificateExpiresSoon
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+{labels}            exp_annotations:
+              summary: {summary}
+              description: \"The certificate was not renewed: check the Certificate's status and cert-manager's logs.\"
+      - eval_time: 15m
+        alertname: CertificateExpiresWithinADay
+        exp_alerts: []
+",
+        rules = yaml_quoted(&rules.display().to_string()),
+        soon = yaml_quoted(&soon_s),
+        later = yaml_quoted(&later_s),
+        three_days = 3 * 86400,
+        ninety_days = 90 * 86400,
+        labels = labels(&soon_s),
+        summary = yaml_quoted(&format!("CN=leaf 26 (serial 1a) in {dir}/tls.crt expires within 7 days")),
+    );
+    let file = vol.tmp.path().join("rules-test.yaml");
+    std::fs::write(&file, &test).unwrap();
+    let out = tool("promtool")
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("promtool test rules: {said}");
+    assert!(
+        out.status.success(),
+        "{said}{}\n{test}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
