@@ -50,6 +50,15 @@ pub enum Error {
         /// Why it was refused, e.g. "is a FIFO, not a regular file".
         reason: String,
     },
+    /// A certificate, its key or a trust bundle cannot be used (feature
+    /// `rustls`): bad PEM, a key that does not match the leaf, a leaf that
+    /// is expired or not yet valid.
+    Certificate {
+        /// The key at fault (`tls.crt`, `tls.key`, `ca.crt`).
+        key: String,
+        /// Why, naming the certificate where there is one.
+        reason: String,
+    },
     /// The volume as a whole is refused: over the entry, depth or total-size
     /// caps that keep memory and time bounded on a hostile volume.
     VolumeRefused {
@@ -208,6 +217,7 @@ impl Error {
             Error::BadTarget { .. }
             | Error::VolumeRefused { .. }
             | Error::Refused { .. }
+            | Error::Certificate { .. }
             | Error::MissingKey { .. }
             | Error::Parse { .. }
             | Error::Unrepresentable { .. }
@@ -231,6 +241,7 @@ impl Error {
     pub fn key(&self) -> Option<&str> {
         match self {
             Error::Refused { key, .. }
+            | Error::Certificate { key, .. }
             | Error::ReadKey { key, .. }
             | Error::MissingKey { key, .. }
             | Error::Parse { key, .. }
@@ -285,7 +296,9 @@ impl std::fmt::Display for Error {
                 "{}: refusing ..data target {target:?}: {reason}",
                 path.display()
             ),
-            Error::Refused { key, reason } => write!(f, "key {key}: {reason}"),
+            Error::Refused { key, reason } | Error::Certificate { key, reason } => {
+                write!(f, "key {key}: {reason}")
+            }
             Error::VolumeRefused { path, reason } => write!(f, "{}: {reason}", path.display()),
             Error::ReadKey { key, path, .. } => {
                 write!(f, "key {key}: cannot read {}", path.display())
@@ -412,6 +425,7 @@ impl std::error::Error for Error {
             | Error::DataLinkMissing { .. }
             | Error::BadTarget { .. }
             | Error::Refused { .. }
+            | Error::Certificate { .. }
             | Error::VolumeRefused { .. }
             | Error::MissingKey { .. }
             | Error::Parse { .. }

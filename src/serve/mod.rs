@@ -10,6 +10,8 @@
 //! recorded by the handler that already receives them, and the heartbeats
 //! are read when someone scrapes.
 
+#[cfg(feature = "rustls")]
+mod certs;
 mod http;
 mod status;
 

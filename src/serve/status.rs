@@ -69,6 +69,12 @@ struct Dir {
     /// The labels of this directory's `configmapwatch_config_info` series,
     /// removed when a new version replaces it.
     info: Mutex<Option<(String, String)>>,
+    /// The key a config made of one key's text comes from (one `--file`).
+    #[cfg(feature = "rustls")]
+    single_key: Option<String>,
+    /// The certificate expiry series of the version accepted last.
+    #[cfg(feature = "rustls")]
+    certs: Mutex<Vec<super::certs::Labels>>,
 }
 
 /// A directory's versions, as its events told them.
@@ -175,6 +181,8 @@ struct Metrics {
     webhook_attempts: IntCounter,
     ours_last_reload_ok: IntGauge,
     ours_last_reload_ok_at: Gauge,
+    #[cfg(feature = "rustls")]
+    cert_expiry: super::certs::CertExpiry,
 }
 
 impl Status {
@@ -194,6 +202,10 @@ impl Status {
                 ticks_seen: AtomicU64::new(0),
                 retries_seen: AtomicU64::new(0),
                 info: Mutex::new(None),
+                #[cfg(feature = "rustls")]
+                single_key: w.single_key().map(str::to_owned),
+                #[cfg(feature = "rustls")]
+                certs: Mutex::default(),
             })
             .collect();
         for dir in &dirs {
@@ -281,6 +293,9 @@ impl Status {
                         ])
                         .set(1);
                     *info = Some((event.version.clone(), hash));
+                    #[cfg(feature = "rustls")]
+                    m.cert_expiry
+                        .update(&dir.path, dir.single_key.as_deref(), config, &dir.certs);
                 }
                 // The initial event's "lag" is the volume's age, not a
                 // detection delay; a negative one is clock skew.
@@ -789,6 +804,8 @@ impl Metrics {
                 "configmapwatch_last_reload_success_timestamp_seconds",
                 "When a version was last accepted and its actions succeeded (Unix time).",
             ),
+            #[cfg(feature = "rustls")]
+            cert_expiry: super::certs::CertExpiry::register(registry),
         }
     }
 }

@@ -178,10 +178,10 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A refusal naming the key and the reason; a content error, so it sticks
-/// to the version (the last good one keeps serving).
+/// A certificate refused, naming the key and the reason; a content error,
+/// so it sticks to the version (the last good one keeps serving).
 fn refused(key: &str, reason: impl Into<String>) -> Error {
-    Error::Refused {
+    Error::Certificate {
         key: key.to_owned(),
         reason: reason.into(),
     }

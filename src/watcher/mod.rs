@@ -435,6 +435,13 @@ impl Watcher {
         &self.dir
     }
 
+    /// The one key selected, if one is: the config is then that key's
+    /// content alone (the metrics name a certificate's key by it).
+    #[cfg_attr(not(all(feature = "serve", feature = "rustls")), allow(dead_code))]
+    pub(crate) fn single_key(&self) -> Option<&str> {
+        self.selector.single_key()
+    }
+
     /// Decides what a freshly read snapshot means for the config: an event,
     /// or nothing new; `Err` is a passing fault (a checker that could not
     /// start) that says nothing about the version, for the caller to retry

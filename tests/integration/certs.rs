@@ -410,6 +410,26 @@ fn start_without_a_good_pair_fails_naming_why() {
         .unwrap_err();
     let message = e.to_string();
     assert!(message.contains("key tls.key: does not match"), "{message}");
+
+    // The refusal itself: a variant of its own, a content error (it
+    // sticks to the version).
+    let e = configmapwatch::tls::ServerCert::from_pem(
+        "tls.crt",
+        a.cert.as_bytes(),
+        "tls.key",
+        b.key.as_bytes(),
+        &rustls::crypto::ring::default_provider(),
+        SystemTime::now(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, configmapwatch::Error::Certificate { key, .. } if key == "tls.key"),
+        "{e:?}"
+    );
+    assert_eq!(
+        (e.key(), e.kind()),
+        (Some("tls.key"), configmapwatch::ErrorKind::Content)
+    );
 }
 
 /// Key names other than tls.crt/tls.key; a chain with its intermediate

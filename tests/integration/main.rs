@@ -29,6 +29,7 @@ mod rules;
 mod serve;
 mod status;
 mod tls;
+mod tls_sidecar;
 mod torture;
 mod values;
 mod volume;

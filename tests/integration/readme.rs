@@ -40,6 +40,10 @@ const RUN_BY: &[(&str, &str)] = &[
         "checks::validate_exec_blocks_a_conf_nginx_rejects_and_a_good_one_reloads_nginx_by_name",
     ),
     (
+        "openssl pkcs12 -export",
+        "tls_sidecar::the_tls_sidecar_recipe_checks_each_pair_with_openssl_and_reloads_nginx",
+    ),
+    (
         "--confirm-url http://127.0.0.1:9090",
         "confirm::prometheus_is_validated_reloaded_confirmed_and_a_rejected_reload_retried",
     ),
