@@ -25,6 +25,7 @@ mod once;
 mod persistent;
 mod reader;
 mod readme;
+mod secrets;
 mod serve;
 mod tls;
 mod torture;
