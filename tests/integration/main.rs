@@ -8,6 +8,7 @@ mod hostile;
 
 mod action_faults;
 mod actions;
+mod budget;
 mod certs;
 mod checks;
 mod cli;
