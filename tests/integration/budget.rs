@@ -3,6 +3,7 @@
 //! real binary (its peak resident set, `VmHWM`), not after serde-saphyr's
 //! fixed 64 MiB of expanded text.
 
+#[cfg(target_os = "linux")]
 use crate::helper::{Running, bin, peak_rss_kib};
 
 /// The peak of a watcher started on `files`, once it has reported its

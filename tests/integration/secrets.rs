@@ -4,9 +4,7 @@
 //! tool's own, and the secret-bearing settings (one registry) are kept
 //! from every command we start and hidden in what those commands print.
 
-use std::{path::Path, process::Output};
-
-use configmapwatch::Payload;
+use std::process::Output;
 
 use crate::helper::{Vol, bin};
 
@@ -29,7 +27,7 @@ fn text(output: &Output) -> String {
 }
 
 #[cfg(unix)]
-fn mode(path: &Path) -> u32 {
+fn mode(path: &std::path::Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
@@ -39,7 +37,7 @@ fn mode(path: &Path) -> u32 {
 fn rendered_files_are_as_private_as_their_keys() {
     let vol = vol!();
     std::fs::create_dir_all(vol.path()).unwrap();
-    let mut payload = Payload::new();
+    let mut payload = configmapwatch::Payload::new();
     payload
         .insert_with_mode("secret.json", r#"{"password":"s3cret"}"#, 0o400)
         .unwrap()
