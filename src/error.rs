@@ -163,6 +163,20 @@ pub enum Error {
         /// How many references to unset variables the key holds in all.
         unresolved: usize,
     },
+    /// Environment substitution ([`crate::render::substitute_allowed`]): a
+    /// `$(VAR)` or `${VAR}` names a variable the render may not use (not
+    /// in its allow-list, or one of the tool's own `CONFIGMAPWATCH_*`,
+    /// which can hold its credentials).
+    VariableNotAllowed {
+        /// The key.
+        key: String,
+        /// The first variable refused.
+        variable: String,
+        /// The 1-based line of its first reference in the key.
+        line: usize,
+        /// How many references the key holds that were left unresolved.
+        unresolved: usize,
+    },
     /// A key name cannot be written (writer side).
     InvalidKey {
         /// The key as given.
@@ -224,7 +238,8 @@ impl Error {
             | Error::Format { .. }
             | Error::Invalid { .. }
             | Error::NotText { .. }
-            | Error::UnsetVariable { .. } => ErrorKind::Content,
+            | Error::UnsetVariable { .. }
+            | Error::VariableNotAllowed { .. } => ErrorKind::Content,
             Error::InvalidKey { .. } | Error::SymlinkPrivilege { .. } | Error::StaleLink { .. } => {
                 ErrorKind::Usage
             }
@@ -249,6 +264,7 @@ impl Error {
             | Error::Format { key, .. }
             | Error::NotText { key }
             | Error::UnsetVariable { key, .. }
+            | Error::VariableNotAllowed { key, .. }
             | Error::InvalidKey { key, .. } => Some(key),
             Error::Invalid { key, .. } => key.as_deref(),
             Error::BadTarget { .. } | Error::DataLinkMissing { .. } => Some("..data"),
@@ -398,6 +414,27 @@ impl std::fmt::Display for Error {
                     n => write!(f, " (and {n} more unresolved references)"),
                 }
             }
+            Error::VariableNotAllowed {
+                key,
+                variable,
+                line,
+                unresolved,
+            } => {
+                let why = if variable.starts_with(crate::render::OWN_PREFIX) {
+                    "is the tool's own and never substituted"
+                } else {
+                    "is not in the render's allow-list (--render-env-allow)"
+                };
+                write!(
+                    f,
+                    "key {key}: line {line}: environment variable {variable} {why}"
+                )?;
+                match unresolved.saturating_sub(1) {
+                    0 => Ok(()),
+                    1 => write!(f, " (and 1 more unresolved reference)"),
+                    n => write!(f, " (and {n} more unresolved references)"),
+                }
+            }
             Error::InvalidKey { key, reason } => write!(f, "invalid key {key:?}: {reason}"),
             Error::StaleLink { path } => write!(
                 f,
@@ -436,6 +473,7 @@ impl std::error::Error for Error {
             | Error::NotText { .. }
             | Error::Unstable { .. }
             | Error::UnsetVariable { .. }
+            | Error::VariableNotAllowed { .. }
             | Error::InvalidKey { .. }
             | Error::StaleLink { .. } => None,
         }

@@ -118,13 +118,6 @@ impl std::error::Error for ExecError {
     }
 }
 
-/// Environment variables of ours that can hold secrets (webhook URLs with
-/// credentials, header values): never passed to a command.
-const SECRET_VARS: &[&str] = &[
-    "CONFIGMAPWATCH_WEBHOOK_URL",
-    "CONFIGMAPWATCH_WEBHOOK_HEADER",
-];
-
 /// A command to run on each change.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -135,8 +128,9 @@ pub struct Exec {
     pub args: Vec<String>,
     /// Killed (with its process group) if still running after this.
     pub timeout: Duration,
-    /// Strings to hide in the logged stderr tail (webhook URLs and header
-    /// values), should the command print them.
+    /// Strings to hide in the logged stderr tail (and a checker's refusal),
+    /// should the command print them: [`Secrets::values`](super::Secrets)
+    /// of every secret-bearing setting, not only the webhooks'.
     pub secrets: Vec<String>,
     /// A checker's run (`--validate-exec`): its stdout is kept with its
     /// stderr, and a failure carries the whole tail, not the last line.
@@ -183,8 +177,10 @@ impl Exec {
                 Stdio::from(io::stderr())
             })
             .stderr(Stdio::piped());
-        for var in SECRET_VARS {
-            command.env_remove(var);
+        // Every secret-bearing setting's variable, from the one registry
+        // (the confirmation URL once slipped through a list of our own).
+        for setting in super::SECRET_SETTINGS {
+            command.env_remove(setting.env);
         }
         // Its own process group: a timeout kills what it started too.
         #[cfg(unix)]
@@ -257,11 +253,8 @@ impl Exec {
 
     /// Hides our secrets in text the command wrote (it may have printed
     /// its environment or a URL it was given).
-    fn scrub(&self, mut text: String) -> String {
-        for secret in &self.secrets {
-            text = text.replace(secret.as_str(), "***");
-        }
-        text
+    fn scrub(&self, text: String) -> String {
+        super::secrets::scrub(&self.secrets, &text)
     }
 }
 

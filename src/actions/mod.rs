@@ -9,6 +9,7 @@
 mod confirm;
 mod exec;
 pub mod process;
+mod secrets;
 mod signal;
 mod validate;
 mod webhook;
@@ -24,6 +25,7 @@ use serde_json::{Value, json};
 
 pub use confirm::Confirm;
 pub use exec::{Exec, ExecError};
+pub use secrets::{SECRET_SETTINGS, SecretKind, SecretSetting, Secrets, is_secret_var, redact};
 pub use signal::{PidSource, SignalAction};
 pub use validate::ValidateExec;
 pub use webhook::{TlsVerify, Webhook, WebhookOptions, parse_header, redact_url};

@@ -51,6 +51,14 @@ impl ValidateExec {
         self
     }
 
+    /// Hides `secrets` (see [`Secrets`](super::Secrets)) in what the
+    /// checker writes: its refusal becomes an event on stdout and a log
+    /// line.
+    pub fn with_secrets(mut self, secrets: Vec<String>) -> Self {
+        self.exec.secrets = secrets;
+        self
+    }
+
     /// The checker's program.
     pub fn program(&self) -> &str {
         &self.exec.program

@@ -157,14 +157,16 @@ impl Webhook {
         &self.display
     }
 
-    /// What a command must never be shown in clear: the URL (with any
-    /// credentials) and the header values.
+    /// What a command must never be shown in clear: the URL and its
+    /// credentials, the header values (as [`Secrets`](super::Secrets)
+    /// hides them).
     pub fn secrets(&self) -> Vec<String> {
-        let mut secrets = vec![self.url.clone()];
-        secrets.extend(self.options.headers.iter().map(|(_, v)| v.clone()));
-        // Short values cannot be searched for without mangling text.
-        secrets.retain(|s| s.len() >= 6);
-        secrets
+        let mut secrets = super::Secrets::default();
+        secrets.add(super::SecretKind::Url, &self.url);
+        for (name, value) in &self.options.headers {
+            secrets.add(super::SecretKind::Header, &format!("{name}: {value}"));
+        }
+        secrets.values().to_vec()
     }
 
     /// Attempts until accepted, out of retries, or superseded by a newer

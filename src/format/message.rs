@@ -52,6 +52,12 @@ pub(super) fn detail(message: &str, written: Option<&str>) -> String {
                 "holds {number} YAML documents (separated by ---); a key holds one document"
             ),
             "Depth" => format!("nested {number} levels deep, past the limit of 64"),
+            // Bounded by the key's size (format.rs, yaml_options).
+            "ScalarBytes" | "RecordedAnchorBytes" => format!(
+                "its text, aliases expanded, passes {number} bytes: more than {} times the \
+                 key's size (the limit that refuses alias bombs)",
+                super::YAML_EXPANSION
+            ),
             "Nodes" | "Events" | "Aliases" | "Anchors" => format!(
                 "more than {number} {} (the limit that refuses alias bombs)",
                 name.to_lowercase()

@@ -14,8 +14,8 @@ use std::{
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::{
-    DirReport, MANIFEST, Renderer,
-    file::parent_of,
+    DirReport, MANIFEST,
+    file::{holds, parent_of, replace},
     manifest::{Manifest, read_manifest, write_manifest},
 };
 use crate::{
@@ -23,16 +23,16 @@ use crate::{
     writer::{clean_key, validate_key},
 };
 
-/// Checks `dir`, plans the render from `files` and the manifest in `dir`,
-/// and applies the plan, calling `sync` on every directory it changed.
+/// Checks `dir`, plans the render from `files` (each with its mode) and
+/// the manifest in `dir`, and applies the plan, calling `sync` on every
+/// directory it changed.
 pub(super) fn render<I, K, V>(
-    renderer: &Renderer,
     dir: &Path,
     files: I,
     sync: &mut dyn FnMut(&Path),
 ) -> Result<DirReport>
 where
-    I: IntoIterator<Item = (K, V)>,
+    I: IntoIterator<Item = (K, V, u32)>,
     K: AsRef<str>,
     V: AsRef<[u8]>,
 {
@@ -50,7 +50,22 @@ where
     // Keys first: a bad one is refused before anything is read or written.
     let keys = checked_keys(files)?;
     let plan = plan(keys, read_manifest(&dir.join(MANIFEST)));
-    apply(renderer, dir, &plan, sync)
+    apply(dir, &plan, sync)
+}
+
+/// One file to write: its content and its mode. Hashed (and compared) by
+/// its content alone: a mode change rewrites the file, but is not a new
+/// content for the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Content<V> {
+    bytes: V,
+    mode: u32,
+}
+
+impl<V: AsRef<[u8]>> AsRef<[u8]> for Content<V> {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes.as_ref()
+    }
 }
 
 /// What one render of a directory does, decided before anything in it is
@@ -74,17 +89,17 @@ struct Plan<V> {
 }
 
 /// The keys of `files`, cleaned and checked as the kubelet checks them,
-/// with their content.
-fn checked_keys<I, K, V>(files: I) -> Result<BTreeMap<String, V>>
+/// with their content and mode.
+fn checked_keys<I, K, V>(files: I) -> Result<BTreeMap<String, Content<V>>>
 where
-    I: IntoIterator<Item = (K, V)>,
+    I: IntoIterator<Item = (K, V, u32)>,
     K: AsRef<str>,
 {
-    let mut keys: BTreeMap<String, V> = BTreeMap::new();
-    for (key, bytes) in files {
+    let mut keys: BTreeMap<String, Content<V>> = BTreeMap::new();
+    for (key, bytes, mode) in files {
         let key = clean_key(key.as_ref());
         validate_key(&key)?;
-        if keys.insert(key.clone(), bytes).is_some() {
+        if keys.insert(key.clone(), Content { bytes, mode }).is_some() {
             return Err(Error::InvalidKey {
                 key,
                 reason: "given twice",
@@ -141,9 +156,8 @@ fn plan<V: AsRef<[u8]>>(keys: BTreeMap<String, V>, old: Manifest) -> Plan<V> {
 /// removed, then the last manifest; then `sync` on every directory a
 /// rename or a removal happened in, so that all of it survives a crash.
 fn apply<V: AsRef<[u8]>>(
-    renderer: &Renderer,
     dir: &Path,
-    plan: &Plan<V>,
+    plan: &Plan<Content<V>>,
     sync: &mut dyn FnMut(&Path),
 ) -> Result<DirReport> {
     let manifest_path = dir.join(MANIFEST);
@@ -153,7 +167,7 @@ fn apply<V: AsRef<[u8]>>(
     let mut report = DirReport::default();
     // The manifest's own directory, and every other one changed below.
     let mut changed = BTreeSet::from([dir.to_owned()]);
-    write_files(renderer, dir, &plan.write, &mut report, &mut changed)?;
+    write_files(dir, &plan.write, &mut report, &mut changed)?;
     remove_stale(dir, &plan.remove, &mut report, &mut changed)?;
     if let Some(last) = &plan.last {
         write_manifest(&manifest_path, last)?;
@@ -164,12 +178,11 @@ fn apply<V: AsRef<[u8]>>(
     Ok(report)
 }
 
-/// Writes each key's file that does not already hold its content, adding
-/// the directory of each rename to `changed`.
+/// Writes each key's file that does not already hold its content (and
+/// mode), adding the directory of each rename to `changed`.
 fn write_files<V: AsRef<[u8]>>(
-    renderer: &Renderer,
     dir: &Path,
-    keys: &BTreeMap<String, V>,
+    keys: &BTreeMap<String, Content<V>>,
     report: &mut DirReport,
     changed: &mut BTreeSet<PathBuf>,
 ) -> Result<()> {
@@ -183,10 +196,10 @@ fn write_files<V: AsRef<[u8]>>(
             fs::create_dir_all(&parent)
                 .map_err(|e| Error::io(&parent, "cannot create directory", e))?;
         }
-        if renderer.holds(&path, bytes.as_ref()) {
+        if holds(&path, bytes.as_ref(), bytes.mode) {
             report.unchanged.push(key.clone());
         } else {
-            renderer.replace(&path, bytes.as_ref())?;
+            replace(&path, bytes.as_ref(), bytes.mode)?;
             changed.insert(parent_of(&path).to_owned());
             report.written.push(key.clone());
         }
@@ -299,7 +312,12 @@ mod tests {
     fn the_parents_of_removed_nested_files_are_synced() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let renderer = Renderer::default();
+        let with_mode = |files: &[(&'static str, &'static str)]| {
+            files
+                .iter()
+                .map(|(k, v)| (*k, *v, 0o644))
+                .collect::<Vec<_>>()
+        };
         let first = [
             ("top", "t"),
             ("sub/a", "a"),
@@ -307,10 +325,10 @@ mod tests {
             ("x/y/z", "z"),
             ("x/w", "w"),
         ];
-        render(&renderer, d, first, &mut |_: &Path| {}).unwrap();
+        render(d, with_mode(&first), &mut |_: &Path| {}).unwrap();
         let mut synced = Vec::new();
         let second = [("top", "t"), ("sub/a", "a"), ("x/w", "w")];
-        let report = render(&renderer, d, second, &mut |p: &Path| {
+        let report = render(d, with_mode(&second), &mut |p: &Path| {
             synced.push(p.to_owned())
         })
         .unwrap();

@@ -15,68 +15,81 @@ use crate::{Error, Result};
 impl Renderer {
     /// Whether `path` is a regular file holding `bytes` with our mode.
     pub(super) fn holds(&self, path: &Path, bytes: &[u8]) -> bool {
-        let Ok(meta) = fs::symlink_metadata(path) else {
-            return false;
-        };
-        if !meta.is_file() || meta.len() != bytes.len() as u64 || !self.mode_matches(&meta) {
-            return false;
-        }
-        fs::read(path).is_ok_and(|old| old == bytes)
+        holds(path, bytes, self.mode)
     }
 
-    #[cfg(unix)]
-    fn mode_matches(&self, meta: &fs::Metadata) -> bool {
-        use std::os::unix::fs::PermissionsExt;
-        meta.permissions().mode() & 0o7777 == self.mode & 0o7777
-    }
-
-    #[cfg(not(unix))]
-    fn mode_matches(&self, _meta: &fs::Metadata) -> bool {
-        true
-    }
-
-    /// Temp file in the same directory, written, synced, renamed over
-    /// `path`. On failure the temp file is removed and `path` is as it was.
+    /// Replaces `path` with `bytes`, with our mode.
     pub(super) fn replace(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let (temp, mut file) = create_temp(path)?;
-        let written = (|| {
-            file.write_all(bytes)?;
-            self.set_mode(&file)?;
-            // The data must be on disk before the name points at it, or a
-            // crash could leave the new name on an empty file.
-            file.sync_all()
-        })();
-        drop(file);
-        if let Err(e) = written {
-            let _ = fs::remove_file(&temp);
-            return Err(Error::io(
-                path,
-                "cannot write the new version (to a temporary file beside it)",
-                e,
-            ));
-        }
-        if let Err(e) = fs::rename(&temp, path) {
-            let _ = fs::remove_file(&temp);
-            return Err(Error::io(
-                path,
-                "cannot rename the new version (a temporary file beside it) over it",
-                e,
-            ));
-        }
-        Ok(())
+        replace(path, bytes, self.mode)
     }
+}
 
-    #[cfg(unix)]
-    fn set_mode(&self, file: &fs::File) -> io::Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        // After creation: the umask applies to create's mode, not to this.
-        file.set_permissions(fs::Permissions::from_mode(self.mode & 0o7777))
+/// Whether `path` is a regular file holding `bytes` with `mode`.
+pub(super) fn holds(path: &Path, bytes: &[u8], mode: u32) -> bool {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.is_file() || meta.len() != bytes.len() as u64 || !mode_matches(&meta, mode) {
+        return false;
     }
+    fs::read(path).is_ok_and(|old| old == bytes)
+}
 
-    #[cfg(not(unix))]
-    fn set_mode(&self, _file: &fs::File) -> io::Result<()> {
-        Ok(())
+#[cfg(unix)]
+fn mode_matches(meta: &fs::Metadata, mode: u32) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o7777 == mode & 0o7777
+}
+
+#[cfg(not(unix))]
+fn mode_matches(_meta: &fs::Metadata, _mode: u32) -> bool {
+    true
+}
+
+/// Temp file in the same directory, given `mode`, written, synced, renamed
+/// over `path`. On failure the temp file is removed and `path` is as it was.
+pub(super) fn replace(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let (temp, mut file) = create_temp(path)?;
+    let written = (|| {
+        // The mode before the content: a secret is never, even for a
+        // moment, in a file wider than its own mode (whoever opens it
+        // then keeps what they opened).
+        set_mode(&file, mode)?;
+        file.write_all(bytes)?;
+        // The data must be on disk before the name points at it, or a
+        // crash could leave the new name on an empty file.
+        file.sync_all()
+    })();
+    drop(file);
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(Error::io(
+            path,
+            "cannot write the new version (to a temporary file beside it)",
+            e,
+        ));
     }
+    if let Err(e) = fs::rename(&temp, path) {
+        let _ = fs::remove_file(&temp);
+        return Err(Error::io(
+            path,
+            "cannot rename the new version (a temporary file beside it) over it",
+            e,
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn set_mode(file: &fs::File, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // After creation: the umask applies to create's mode, not to this.
+    file.set_permissions(fs::Permissions::from_mode(mode & 0o7777))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_file: &fs::File, _mode: u32) -> io::Result<()> {
+    Ok(())
 }
 
 /// The directory `path` is in (`.` for a bare name).
@@ -101,11 +114,13 @@ fn create_temp(path: &Path) -> Result<(PathBuf, fs::File)> {
             fastrand::u64(..)
         );
         let temp = dir.join(name);
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-        {
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        // Owner-only from its creation: it is about to hold the content,
+        // and its final mode is set before a byte is written.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(&temp) {
             Ok(file) => return Ok((temp, file)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
             Err(e) => return Err(Error::io(path, TEMP_FAILED, e)),

@@ -53,7 +53,9 @@ use std::{io, path::Path};
 
 use crate::{Error, Result, writer::DEFAULT_MODE};
 
-pub use substitute::{EnvMode, Substituted, substitute_env, substitute_with};
+pub use substitute::{
+    EnvAllow, EnvMode, OWN_PREFIX, Substituted, substitute_allowed, substitute_env, substitute_with,
+};
 
 /// The manifest [`render_dir`] keeps in the output directory: which files
 /// it wrote, with a hash of what it wrote. Its `..` prefix keeps it apart
@@ -167,7 +169,52 @@ impl Renderer {
         K: AsRef<str>,
         V: AsRef<[u8]>,
     {
-        dir::render(self, dir.as_ref(), files, &mut file::sync_dir)
+        let mode = self.mode;
+        let files = files.into_iter().map(|(key, bytes)| (key, bytes, mode));
+        dir::render(dir.as_ref(), files, &mut file::sync_dir)
+    }
+
+    /// [`render_dir`](Self::render_dir) with each file's own mode (the
+    /// mode of the key it was rendered from, see [`source_mode`]): a
+    /// Secret's 0400 key stays 0400 beside a 0644 one. The renderer's own
+    /// mode is not used.
+    pub fn render_dir_with_modes<I, K, V>(
+        &self,
+        dir: impl AsRef<Path>,
+        files: I,
+    ) -> Result<DirReport>
+    where
+        I: IntoIterator<Item = (K, V, u32)>,
+        K: AsRef<str>,
+        V: AsRef<[u8]>,
+    {
+        dir::render(dir.as_ref(), files, &mut file::sync_dir)
+    }
+}
+
+/// The permission bits of the file at `path` (following symlinks, as a
+/// volume's key links are followed): the mode a file rendered from it
+/// gets, so that it is never readable by more users than its source.
+/// Only the read, write and execute bits (`0o777`) are kept: set-id and
+/// sticky bits are not a key's to pass on. Elsewhere than on Unix, 0644
+/// (modes are not used there).
+///
+/// An error (the version's directory removed by the next swap) is an
+/// [`Error::Io`], a passing fault: the version is read again rather than
+/// rendered with a mode that was guessed.
+pub fn source_mode(path: impl AsRef<Path>) -> Result<u32> {
+    let path = path.as_ref();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, "cannot read the mode of the key to render", e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        Ok(meta.permissions().mode() & 0o777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        Ok(DEFAULT_MODE)
     }
 }
 

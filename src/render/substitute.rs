@@ -50,21 +50,132 @@ pub struct Substituted {
 ///
 /// The key's bytes need not be UTF-8; a value that is not is inserted as
 /// the platform encodes it.
+///
+/// Every variable of the environment may be substituted except the tool's
+/// own ([`OWN_PREFIX`]): see [`substitute_allowed`] to name the ones that
+/// may be.
 pub fn substitute_env(key: &str, bytes: &[u8], mode: EnvMode) -> Result<Substituted> {
-    substitute_with(key, bytes, mode, |name| std::env::var_os(name))
+    substitute_allowed(key, bytes, mode, &EnvAllow::any())
+}
+
+/// [`substitute_env`] with only the variables `allow` names: a reference
+/// to any other (and to the tool's own `CONFIGMAPWATCH_*`, whatever
+/// `allow` says) is an [`Error::VariableNotAllowed`] in strict mode, and
+/// left as it is (counted) in tolerant mode.
+pub fn substitute_allowed(
+    key: &str,
+    bytes: &[u8],
+    mode: EnvMode,
+    allow: &EnvAllow,
+) -> Result<Substituted> {
+    substitute_inner(key, bytes, mode, |name| {
+        if allow.allows(name) {
+            std::env::var_os(name).map_or(Found::Unset, Found::Value)
+        } else {
+            Found::NotAllowed
+        }
+    })
 }
 
 /// [`substitute_env`] with the variables from `lookup` instead of the
-/// process environment.
+/// process environment (the tool's own names are refused all the same).
 pub fn substitute_with(
     key: &str,
     bytes: &[u8],
     mode: EnvMode,
     mut lookup: impl FnMut(&str) -> Option<OsString>,
 ) -> Result<Substituted> {
+    substitute_inner(key, bytes, mode, |name| {
+        if is_own(name) {
+            Found::NotAllowed
+        } else {
+            lookup(name).map_or(Found::Unset, Found::Value)
+        }
+    })
+}
+
+/// The prefix of the tool's own variables. They hold its settings, and
+/// some of those are credentials (a webhook's URL and headers, the
+/// confirmation URL): never substituted into a rendered file, which other
+/// users of the pod may read.
+pub const OWN_PREFIX: &str = "CONFIGMAPWATCH_";
+
+fn is_own(name: &str) -> bool {
+    name.starts_with(OWN_PREFIX)
+}
+
+/// The variables a render may substitute (`--render-env-allow`): names
+/// (`DB_HOST`) and prefixes (`APP_*`). Never the tool's own
+/// ([`OWN_PREFIX`]), even under `*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvAllow {
+    names: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+impl EnvAllow {
+    /// Every variable but the tool's own.
+    pub fn any() -> Self {
+        EnvAllow {
+            names: Vec::new(),
+            prefixes: vec![String::new()],
+        }
+    }
+
+    /// From a comma-separated list of names and prefixes ending in `*`
+    /// (`APP_*,DB_HOST`). Each must be a variable name (or the start of
+    /// one); an empty list is refused.
+    pub fn parse(list: &str) -> std::result::Result<Self, String> {
+        let mut allow = EnvAllow::default();
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (name, prefix) = match item.strip_suffix('*') {
+                Some(p) => (p, true),
+                None => (item, false),
+            };
+            let well_formed = name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+                && !name.as_bytes().first().is_some_and(u8::is_ascii_digit)
+                && (prefix || !name.is_empty());
+            if !well_formed {
+                return Err(format!(
+                    "{item:?} is not a variable name or a prefix ending in * (e.g. APP_*)"
+                ));
+            }
+            if prefix {
+                allow.prefixes.push(name.to_owned());
+            } else {
+                allow.names.push(name.to_owned());
+            }
+        }
+        if allow.names.is_empty() && allow.prefixes.is_empty() {
+            return Err("names no variable (give names or prefixes, e.g. APP_*,DB_HOST)".into());
+        }
+        Ok(allow)
+    }
+
+    /// Whether `name` may be substituted.
+    pub fn allows(&self, name: &str) -> bool {
+        !is_own(name)
+            && (self.names.iter().any(|n| n == name)
+                || self.prefixes.iter().any(|p| name.starts_with(p.as_str())))
+    }
+}
+
+/// What a reference resolves to.
+enum Found {
+    Value(OsString),
+    Unset,
+    NotAllowed,
+}
+
+fn substitute_inner(
+    key: &str,
+    bytes: &[u8],
+    mode: EnvMode,
+    mut lookup: impl FnMut(&str) -> Found,
+) -> Result<Substituted> {
     let mut out = Vec::with_capacity(bytes.len());
     let (mut replaced, mut unresolved) = (0, 0);
-    let mut first_unset: Option<(String, usize)> = None;
+    let mut first_unset: Option<(String, usize, bool)> = None;
     let mut line = 1;
     let mut i = 0;
     while i < bytes.len() {
@@ -93,25 +204,37 @@ pub fn substitute_with(
         // The name is ASCII by construction.
         let name = std::str::from_utf8(&reference[2..reference.len() - 1]).unwrap_or_default();
         match lookup(name) {
-            Some(value) => {
+            Found::Value(value) => {
                 out.extend_from_slice(value.as_encoded_bytes());
                 replaced += 1;
             }
-            None => {
+            found => {
                 unresolved += 1;
-                first_unset.get_or_insert_with(|| (name.to_owned(), line));
+                let refused = matches!(found, Found::NotAllowed);
+                first_unset.get_or_insert_with(|| (name.to_owned(), line, refused));
                 out.extend_from_slice(reference);
             }
         }
         i += reference.len();
     }
-    if let (EnvMode::Strict, Some((variable, line))) = (mode, first_unset) {
-        return Err(Error::UnsetVariable {
-            key: key.to_owned(),
-            variable,
-            line,
-            unresolved,
-        });
+    match (mode, first_unset) {
+        (EnvMode::Strict, Some((variable, line, true))) => {
+            return Err(Error::VariableNotAllowed {
+                key: key.to_owned(),
+                variable,
+                line,
+                unresolved,
+            });
+        }
+        (EnvMode::Strict, Some((variable, line, false))) => {
+            return Err(Error::UnsetVariable {
+                key: key.to_owned(),
+                variable,
+                line,
+                unresolved,
+            });
+        }
+        _ => {}
     }
     Ok(Substituted {
         bytes: out,
@@ -235,6 +358,55 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.bytes, b"\xff$(B)\xfe");
+    }
+
+    #[test]
+    fn the_tools_own_variables_are_never_substituted() {
+        let pairs = [(
+            "CONFIGMAPWATCH_WEBHOOK_HEADER",
+            "Authorization: Bearer s3cret",
+        )];
+        let err = sub(
+            "h: ${CONFIGMAPWATCH_WEBHOOK_HEADER}\n",
+            EnvMode::Strict,
+            &pairs,
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::VariableNotAllowed { .. }), "{err:?}");
+        assert!(err.to_string().contains("the tool's own"), "{err}");
+        let (out, replaced, unresolved) = sub(
+            "h: $(CONFIGMAPWATCH_WEBHOOK_HEADER)",
+            EnvMode::Tolerant,
+            &pairs,
+        )
+        .unwrap();
+        assert_eq!(out, "h: $(CONFIGMAPWATCH_WEBHOOK_HEADER)");
+        assert_eq!((replaced, unresolved), (0, 1));
+        // Not even when a list would allow everything.
+        let all = EnvAllow::parse("*").unwrap();
+        assert!(!all.allows("CONFIGMAPWATCH_CONFIRM_URL"));
+        assert!(
+            !EnvAllow::parse("CONFIGMAPWATCH_*")
+                .unwrap()
+                .allows("CONFIGMAPWATCH_EXEC")
+        );
+    }
+
+    #[test]
+    fn an_allow_list_names_variables_and_prefixes() {
+        let allow = EnvAllow::parse("APP_*, DB_HOST").unwrap();
+        assert!(allow.allows("APP_URL") && allow.allows("APP_") && allow.allows("DB_HOST"));
+        assert!(!allow.allows("DB_HOSTNAME") && !allow.allows("HOME"));
+        for bad in ["", " , ", "A-B", "1X", "A*B", "*X"] {
+            assert!(EnvAllow::parse(bad).is_err(), "{bad:?}");
+        }
+        // PATH is set in any test environment but not allowed here.
+        let err = substitute_allowed("k", b"a\n${PATH}", EnvMode::Strict, &allow).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "key k: line 2: environment variable PATH is not in the render's allow-list \
+             (--render-env-allow)"
+        );
     }
 
     #[test]

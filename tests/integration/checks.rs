@@ -168,7 +168,8 @@ fn render_to_writes_the_key_with_the_environment_and_refuses_unset_variables() {
         "10ms",
         "--file",
         "app.yaml",
-        "--render-env",
+        "--render-env-allow",
+        "TARGET_URL,NOT_SET_ANYWHERE",
     ])
     .arg("-d")
     .arg(vol.path())
@@ -204,7 +205,14 @@ fn render_to_writes_the_key_with_the_environment_and_refuses_unset_variables() {
     // --once renders and exits: the init container's job.
     std::fs::remove_file(&file).unwrap();
     let status = bin()
-        .args(["--once", "--file", "app.yaml", "--render-env", "-d"])
+        .args([
+            "--once",
+            "--file",
+            "app.yaml",
+            "--render-env-allow",
+            "TARGET_*",
+            "-d",
+        ])
         .arg(vol.path())
         .arg("--render-to")
         .arg(&file)

@@ -8,6 +8,7 @@ mod hostile;
 
 mod action_faults;
 mod actions;
+mod budget;
 mod certs;
 mod checks;
 mod cli;
@@ -26,6 +27,7 @@ mod persistent;
 mod reader;
 mod readme;
 mod rules;
+mod secrets;
 mod serve;
 mod status;
 mod tls;

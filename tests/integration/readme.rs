@@ -222,7 +222,7 @@ fn the_exec_recipe_writes_the_config_and_signals_the_app() {
 #[test]
 fn the_render_recipe_keeps_the_file_current() {
     let vol = vol!();
-    vol.publish(&[("app.yaml", "greeting: $(GREETING)\n")]);
+    vol.publish(&[("app.yaml", "greeting: $(APP_GREETING)\n")]);
     let out = vol.tmp.path().join("run-app");
     fs::create_dir(&out).unwrap();
     let args = readme_command(
@@ -235,12 +235,12 @@ fn the_render_recipe_keeps_the_file_current() {
     let mut cmd = bin();
     cmd.args(["-o", "json", "-i", "10ms"])
         .args(&args)
-        .env("GREETING", "hello");
+        .env("APP_GREETING", "hello");
     let run = Running::spawn(cmd);
     run.event_for("initial", &vol.target());
     let rendered = out.join("app.yaml");
     assert_eq!(fs::read_to_string(&rendered).unwrap(), "greeting: hello\n");
-    let v2 = vol.publish(&[("app.yaml", "greeting: $(GREETING) again\n")]);
+    let v2 = vol.publish(&[("app.yaml", "greeting: $(APP_GREETING) again\n")]);
     run.event_for("change", &v2);
     wait_until("the new render", || {
         fs::read_to_string(&rendered).is_ok_and(|r| r == "greeting: hello again\n")

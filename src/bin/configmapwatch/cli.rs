@@ -8,11 +8,11 @@ use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum, builder::Bo
 use configmapwatch::{
     Format, LayoutMode, OutputFormat, Selector, WatchOptions, YamlSchema,
     actions::{
-        Action, Actions, Confirm, Exec, PidSource, SignalAction, TlsVerify, ValidateExec, Webhook,
-        WebhookOptions, parse_header,
+        Action, Actions, Confirm, Exec, PidSource, SecretKind, Secrets, SignalAction, TlsVerify,
+        ValidateExec, Webhook, WebhookOptions, parse_header,
     },
     jitter::Jitter,
-    render::EnvMode,
+    render::{EnvAllow, EnvMode},
 };
 
 use crate::watch::{Checks, Print, Render, RenderTarget, Settings};
@@ -212,13 +212,28 @@ pub struct CheckArgs {
     #[arg(long, value_name = "DIR", env = "CONFIGMAPWATCH_RENDER_DIR")]
     pub render_dir: Option<PathBuf>,
 
-    /// Replace $(VAR) and ${VAR} from the environment in what is rendered;
-    /// an unset variable refuses the version. ($$(VAR) is a literal $(VAR).)
+    /// The mode of rendered files, in octal (e.g. 0640). By default each
+    /// file gets the mode of the key it comes from (a Secret's 0400 key
+    /// stays 0400), never a wider one.
+    #[arg(long, value_name = "MODE", env = "CONFIGMAPWATCH_RENDER_MODE",
+          value_parser = crate::publish::parse_mode)]
+    pub render_mode: Option<u32>,
+
+    /// Replace $(VAR) and ${VAR} in what is rendered with these
+    /// environment variables: names and prefixes, comma-separated
+    /// (APP_*,DB_HOST). A reference to an unset variable, or to one not
+    /// listed, refuses the version ($$(VAR) is a literal $(VAR)). The
+    /// tool's own CONFIGMAPWATCH_* variables are never substituted.
+    #[arg(long, value_name = "NAMES", env = "CONFIGMAPWATCH_RENDER_ENV_ALLOW")]
+    pub render_env_allow: Option<String>,
+
+    /// Substitute the environment in what is rendered: needs
+    /// --render-env-allow, which says which variables.
     #[arg(long, env = "CONFIGMAPWATCH_RENDER_ENV", value_parser = boolish(), action = ArgAction::SetTrue)]
     pub render_env: bool,
 
-    /// With --render-env: leave unset variables as they are (counted in
-    /// the log) instead of refusing the version.
+    /// With --render-env-allow: leave unset (or unlisted) variables as they
+    /// are (counted in the log) instead of refusing the version.
     #[arg(long, env = "CONFIGMAPWATCH_RENDER_ENV_TOLERANT", value_parser = boolish(), action = ArgAction::SetTrue)]
     pub render_env_tolerant: bool,
 }
@@ -498,6 +513,7 @@ impl WatchArgs {
             .with_max_total_size(self.max_total_size)
             .with_layout(self.layout.into())
             .with_fault_grace(self.fault_grace);
+        let secrets = self.actions.secrets();
         Ok(Settings {
             watches: self
                 .dir
@@ -509,16 +525,23 @@ impl WatchArgs {
                 Output::Json => Print::Events(OutputFormat::Json),
                 Output::Config => Print::Config,
             },
-            actions: self.actions.actions(&self.dir[0])?,
+            actions: self.actions.actions(&self.dir[0], &secrets)?,
             listen: self.serve.listen_address.clone(),
             ready_requires_latest: self.serve.ready_requires_latest,
-            checks: self.checks.checks(&self.dir, &template.selector)?,
+            checks: self
+                .checks
+                .checks(&self.dir, &template.selector, &secrets)?,
         })
     }
 }
 
 impl CheckArgs {
-    fn checks(&self, dirs: &[PathBuf], selector: &Selector) -> Result<Checks, String> {
+    fn checks(
+        &self,
+        dirs: &[PathBuf],
+        selector: &Selector,
+        secrets: &Secrets,
+    ) -> Result<Checks, String> {
         let validate = match &self.validate_exec {
             None => None,
             Some(line) => {
@@ -532,7 +555,9 @@ impl CheckArgs {
                     )
                     // A checker running when SIGTERM comes is stopped: the
                     // pod's grace period is not spent waiting for it.
-                    .with_cancel(crate::signals::pending),
+                    .with_cancel(crate::signals::pending)
+                    // Its refusal is printed as an event: secrets hidden.
+                    .with_secrets(secrets.values().to_vec()),
                 )
             }
         };
@@ -560,23 +585,78 @@ impl CheckArgs {
         if target.is_some() && dirs.len() > 1 {
             return Err("--render-to and --render-dir take one --dir".into());
         }
-        if target.is_none() && (self.render_env || self.render_env_tolerant) {
-            return Err("--render-env needs --render-to or --render-dir".into());
+        let asked = self.render_env || self.render_env_tolerant || self.render_env_allow.is_some();
+        if target.is_none() && (asked || self.render_mode.is_some()) {
+            return Err(
+                "--render-env, --render-env-allow and --render-mode need --render-to or --render-dir"
+                    .into(),
+            );
         }
-        let env = match (self.render_env, self.render_env_tolerant) {
-            (_, true) => Some(EnvMode::Tolerant),
-            (true, false) => Some(EnvMode::Strict),
-            (false, false) => None,
+        // Which variables, always said: the environment holds the tool's
+        // own credentials and whatever else the pod was given.
+        let allow = match &self.render_env_allow {
+            Some(list) => {
+                Some(EnvAllow::parse(list).map_err(|e| format!("--render-env-allow: {e}"))?)
+            }
+            None if asked => {
+                return Err("--render-env substitutes only the variables named in \
+                     --render-env-allow (names or prefixes, e.g. APP_*,DB_HOST): give it"
+                    .into());
+            }
+            None => None,
         };
+        let env = allow.map(|allow| {
+            let mode = match self.render_env_tolerant {
+                true => EnvMode::Tolerant,
+                false => EnvMode::Strict,
+            };
+            (mode, allow)
+        });
         Ok(Checks {
             validate,
-            render: target.map(|target| Render { target, env }),
+            render: target.map(|target| Render {
+                target,
+                env,
+                mode: self.render_mode,
+            }),
         })
     }
 }
 
 impl ActionArgs {
-    fn actions(&self, dir: &std::path::Path) -> Result<Actions, String> {
+    /// The webhook URLs: the flags, or the variable split on commas. Only
+    /// the variable is split: on the command line, `?ids=1,2` is part of
+    /// one URL.
+    fn webhook_urls(&self) -> Vec<String> {
+        match (
+            self.webhook_url.is_empty(),
+            std::env::var("CONFIGMAPWATCH_WEBHOOK_URL"),
+        ) {
+            (true, Ok(list)) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            _ => self.webhook_url.clone(),
+        }
+    }
+
+    /// The values of every secret-bearing setting given (the registry's,
+    /// [`configmapwatch::actions::SECRET_SETTINGS`]), to be hidden in what
+    /// any command we start writes.
+    fn secrets(&self) -> Secrets {
+        let mut secrets = Secrets::default();
+        for url in self.webhook_urls().iter().chain(&self.confirm_url) {
+            secrets.add(SecretKind::Url, url);
+        }
+        for (name, value) in &self.webhook_header {
+            secrets.add(SecretKind::Header, &format!("{name}: {value}"));
+        }
+        secrets
+    }
+
+    fn actions(&self, dir: &std::path::Path, secrets: &Secrets) -> Result<Actions, String> {
         let mut list = Vec::new();
         let exec = match (self.exec.is_empty(), std::env::var("CONFIGMAPWATCH_EXEC")) {
             // Split as a shell would: `sh -c 'echo hi'` is three words.
@@ -606,33 +686,17 @@ impl ActionArgs {
                 (None, false) => TlsVerify::PublicRoots,
             },
         };
-        // Only the environment variable is split on commas: on the command
-        // line, `?ids=1,2` is part of one URL.
-        let urls = match (
-            self.webhook_url.is_empty(),
-            std::env::var("CONFIGMAPWATCH_WEBHOOK_URL"),
-        ) {
-            (true, Ok(list)) => list
-                .split(',')
-                .map(str::trim)
-                .filter(|u| !u.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            _ => self.webhook_url.clone(),
-        };
+        let urls = self.webhook_urls();
         if self.webhook_insecure_skip_verify && urls.iter().any(|u| u.starts_with("https://")) {
             log::warn!(
                 "--webhook-insecure-skip-verify: https webhook servers are not verified; anyone on the path can read and change the requests"
             );
         }
-        let mut secrets = Vec::new();
         for url in &urls {
-            let hook = Webhook::new(url, options.clone())?;
-            secrets.extend(hook.secrets());
-            list.push(Action::Webhook(hook));
+            list.push(Action::Webhook(Webhook::new(url, options.clone())?));
         }
         if let Some(Action::Exec(exec)) = list.get_mut(exec_at) {
-            exec.secrets = secrets;
+            exec.secrets = secrets.values().to_vec();
         }
         if let Some(signal) = &self.signal {
             let target = match (&self.pid, &self.pid_file, &self.process_name) {
@@ -661,6 +725,7 @@ impl ActionArgs {
                 let (program, args) = command_line("--confirm-exec", line)?;
                 let mut exec = Exec::new(program, args);
                 exec.timeout = self.confirm_timeout;
+                exec.secrets = secrets.values().to_vec();
                 Some(Confirm::Exec(exec))
             }
             (None, None) => None,

@@ -17,7 +17,7 @@ use configmapwatch::{
     Selector,
     actions::{ActionReport, ActionRunner, Actions, ValidateExec},
     event::{Event, EventKind, OutputFormat},
-    render::{EnvMode, render_dir, render_file, substitute_env},
+    render::{EnvAllow, EnvMode, Renderer, source_mode, substitute_allowed},
     serve::{Server, ServerOptions, Status},
     volume::Layout,
     volume::Snapshot,
@@ -58,8 +58,10 @@ pub struct Checks {
 pub struct Render {
     /// Where.
     pub target: RenderTarget,
-    /// `$(VAR)` substitution, if asked.
-    pub env: Option<EnvMode>,
+    /// `$(VAR)` substitution of the variables allowed, if asked.
+    pub env: Option<(EnvMode, EnvAllow)>,
+    /// `--render-mode`; by default each file gets its key's mode.
+    pub mode: Option<u32>,
 }
 
 /// One file (the selected key) or a directory (every selected key).
@@ -110,12 +112,13 @@ impl Settings {
 
 impl Render {
     /// The files to write for `snapshot`: each selected key's content
-    /// (gzip undone), with the environment substituted if asked.
+    /// (gzip undone), with the environment substituted if asked, and its
+    /// mode.
     fn prepare(
         &self,
         selector: &Selector,
         snapshot: &Snapshot,
-    ) -> configmapwatch::Result<Vec<(String, Vec<u8>)>> {
+    ) -> configmapwatch::Result<Vec<(String, Vec<u8>, u32)>> {
         let keys: Vec<&str> = match (&self.target, selector.single_key()) {
             (RenderTarget::File(_), Some(key)) => vec![key],
             _ => snapshot
@@ -131,10 +134,10 @@ impl Render {
                 continue;
             };
             let content = selector.content(key, bytes)?;
-            let bytes = match self.env {
+            let bytes = match &self.env {
                 None => content.into_owned(),
-                Some(mode) => {
-                    let out = substitute_env(key, &content, mode)?;
+                Some((mode, allow)) => {
+                    let out = substitute_allowed(key, &content, *mode, allow)?;
                     if out.unresolved > 0 {
                         log::warn!(
                             "{}: key {key}: {} unset variable reference(s) left as they are (--render-env-tolerant)",
@@ -145,22 +148,30 @@ impl Render {
                     out.bytes
                 }
             };
+            // As private as its source: a Secret's 0400 key must not
+            // become a file every uid in the container can read. Taken
+            // from the version's own directory, which a swap never changes
+            // (only removes: then a passing fault, read again).
+            let mode = match self.mode {
+                Some(mode) => mode,
+                None => source_mode(snapshot.data_dir.join(key))?,
+            };
             // The rendered name drops .gz: the file holds the text.
             let name = key.strip_suffix(".gz").unwrap_or(key).to_owned();
-            files.push((name, bytes));
+            files.push((name, bytes, mode));
         }
         Ok(files)
     }
 
-    fn write(&self, files: Vec<(String, Vec<u8>)>) -> configmapwatch::Result<()> {
+    fn write(&self, files: Vec<(String, Vec<u8>, u32)>) -> configmapwatch::Result<()> {
         match &self.target {
             RenderTarget::File(path) => {
-                if let Some((_, bytes)) = files.first() {
-                    render_file(path, bytes)?;
+                if let Some((_, bytes, mode)) = files.first() {
+                    Renderer::new().with_mode(*mode).render_file(path, bytes)?;
                 }
             }
             RenderTarget::Dir(dir) => {
-                render_dir(dir, files)?;
+                Renderer::new().render_dir_with_modes(dir, files)?;
             }
         }
         Ok(())
