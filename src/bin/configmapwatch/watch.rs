@@ -226,11 +226,9 @@ pub fn watch(
         }
         _ => None,
     };
-    let code = crate::memory::CodePages::find();
     let runner = (!settings.actions.list.is_empty()).then(|| {
         let out = out.clone();
         let status = status.clone();
-        let code = code.clone();
         ActionRunner::start(settings.actions.clone(), move |report| {
             if let Some(status) = &status {
                 status.observe_action(&report);
@@ -244,7 +242,6 @@ pub fn watch(
                 // A closed stdout is handled by the watch loop.
                 let _ = line(&out, &text);
             }
-            code.release();
         })
     });
     let mut stdout_closed = false;
@@ -275,8 +272,6 @@ pub fn watch(
         if let (Some(runner), Some(event)) = (&runner, round) {
             runner.submit(with_every_config(event, all));
         }
-        // Start-up and this reload are done: idle ticks need little of it.
-        code.release();
     });
     if let Some(runner) = runner {
         runner.shutdown(settings.actions.shutdown_timeout);
