@@ -149,12 +149,24 @@ fn accept(
         let spawned = thread::Builder::new()
             .name("http-conn".into())
             .spawn(move || {
+                // Released on unwinding too: a panic while serving (a bug)
+                // ends this connection only, and must not hold one of the
+                // max_connections slots for good.
+                let _slot = Slot(done);
                 serve(stream, &status, timeout);
-                done.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
             active.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+}
+
+/// A connection's place in the active count, given back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -335,6 +347,19 @@ fn respond(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_slot_is_given_back_when_its_thread_panics() {
+        let active = Arc::new(AtomicUsize::new(1));
+        let slot = Slot(active.clone());
+        let ended = thread::spawn(move || {
+            let _slot = slot;
+            panic!("a bug while serving");
+        })
+        .join();
+        assert!(ended.is_err());
+        assert_eq!(active.load(Ordering::SeqCst), 0);
+    }
 
     #[test]
     fn a_bare_port_means_every_interface() {
