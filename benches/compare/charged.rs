@@ -37,6 +37,8 @@ pub struct Charged {
     pub inactive_file_kib: u64,
     pub active_file_kib: u64,
     pub anon_kib: u64,
+    /// Kernel memory charged to the group (page tables, slab, stacks).
+    pub kernel_kib: u64,
 }
 
 impl Charged {
@@ -56,6 +58,13 @@ struct Hierarchy {
     inactive_file: &'static str,
     active_file: &'static str,
     anon: &'static str,
+    /// v1: a file of its own; v2: a memory.stat key.
+    kernel: Kernel,
+}
+
+enum Kernel {
+    File(&'static str),
+    Stat(&'static str),
 }
 
 impl Hierarchy {
@@ -78,6 +87,7 @@ impl Hierarchy {
                     inactive_file: "total_inactive_file",
                     active_file: "total_active_file",
                     anon: "total_rss",
+                    kernel: Kernel::File("memory.kmem.usage_in_bytes"),
                 });
             }
         }
@@ -98,6 +108,7 @@ impl Hierarchy {
                     inactive_file: "inactive_file",
                     active_file: "active_file",
                     anon: "anon",
+                    kernel: Kernel::Stat("kernel"),
                 });
             }
         }
@@ -208,6 +219,10 @@ fn one(
                 inactive_file_kib: stat(&group, hierarchy.inactive_file) / 1024,
                 active_file_kib: stat(&group, hierarchy.active_file) / 1024,
                 anon_kib: stat(&group, hierarchy.anon) / 1024,
+                kernel_kib: match hierarchy.kernel {
+                    Kernel::File(f) => read_u64(&group.join(f)),
+                    Kernel::Stat(k) => stat(&group, k),
+                } / 1024,
             })
         })();
         running.stop();
@@ -311,27 +326,29 @@ pub fn markdown(result: &Result<Vec<Charged>, String>) -> String {
          dropped first so that its binary is charged to it; one update published, then 3 s idle (every 1s \
          where it polls). RSS from smaps_rollup; charged: the cgroup's usage (page cache of the files it \
          read included: what the container is charged); working set: usage minus inactive file, what the \
-         kubelet reports (`kubectl top`) and evicts on. Shared libraries another process keeps mapped stay \
-         charged elsewhere. Reproduce: `cargo bench --bench compare -- --memory-only` (root).\n\n\
-         | program | RSS MiB | charged MiB | working set MiB | anon MiB | active file MiB | inactive file MiB |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+         kubelet reports (`kubectl top`) and evicts on. Kernel: page tables, slab and stacks charged \
+         to the group (part of the charge and of the working set). Shared libraries another process keeps \
+         mapped stay charged elsewhere. Reproduce: `cargo bench --bench compare -- --memory-only` (root).\n\n\
+         | program | RSS MiB | charged MiB | working set MiB | anon MiB | active file MiB | inactive file MiB | kernel MiB |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     match result {
         Ok(rows) => {
             for c in rows {
                 out.push_str(&format!(
-                    "| {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
                     c.label,
                     mib(c.rss_kib),
                     mib(c.usage_kib),
                     mib(c.working_set_kib()),
                     mib(c.anon_kib),
                     mib(c.active_file_kib),
-                    mib(c.inactive_file_kib)
+                    mib(c.inactive_file_kib),
+                    mib(c.kernel_kib)
                 ));
             }
         }
-        Err(e) => out.push_str(&format!("| not measured: {e} | | | | | | |\n")),
+        Err(e) => out.push_str(&format!("| not measured: {e} | | | | | | | |\n")),
     }
     out
 }

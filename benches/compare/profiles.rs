@@ -58,7 +58,7 @@ pub struct ProfileFigures {
     /// ET_DYN without a PT_INTERP program header: static-pie.
     pub static_pie: bool,
     /// (format, p50 ms, max ms) in process.
-    pub in_process: Result<Vec<(String, f64, f64)>, String>,
+    pub in_process: Result<Vec<(String, Vec<f64>)>, String>,
     /// (format, ms of each run) as a process.
     pub process: Result<Vec<(&'static str, Vec<f64>)>, String>,
     /// µs of CPU per idle tick at 10 ms, one value per window.
@@ -107,8 +107,9 @@ fn build(level: &str) -> Result<PathBuf, String> {
     Ok(dir.join("x86_64-unknown-linux-musl/release/configmapwatch"))
 }
 
-/// The `Live<T>` reloads of this benchmark built at `level`.
-fn in_process(level: &str, quick: bool) -> Result<Vec<(String, f64, f64)>, String> {
+/// This benchmark built at `level`; `run` then runs its `Live<T>` reloads
+/// (`--live-reload-only`) without building again.
+fn bench(level: &str, run: bool, quick: bool) -> Result<String, String> {
     let mut c = cargo(level);
     c.args([
         "bench",
@@ -122,10 +123,14 @@ fn in_process(level: &str, quick: bool) -> Result<Vec<(String, f64, f64)>, Strin
         root()
             .join("target/profiles")
             .join(format!("{level}-bench")),
-    )
-    .args(["--", "--live-reload-only"]);
-    if quick {
-        c.arg("--quick");
+    );
+    if run {
+        c.args(["--", "--live-reload-only"]);
+        if quick {
+            c.arg("--quick");
+        }
+    } else {
+        c.arg("--no-run");
     }
     let out = c.output().map_err(|e| e.to_string())?;
     if !out.status.success() {
@@ -134,15 +139,16 @@ fn in_process(level: &str, quick: bool) -> Result<Vec<(String, f64, f64)>, Strin
             out.status
         ));
     }
-    Ok(String::from_utf8_lossy(&out.stdout)
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// (format, p50 ms) of one run of the `Live<T>` reloads at `level`.
+fn in_process(level: &str, quick: bool) -> Result<Vec<(String, f64)>, String> {
+    Ok(bench(level, true, quick)?
         .lines()
         .filter_map(|l| {
             let mut f = l.split('\t');
-            Some((
-                f.next()?.to_owned(),
-                f.next()?.parse().ok()?,
-                f.next()?.parse().ok()?,
-            ))
+            Some((f.next()?.to_owned(), f.next()?.parse().ok()?))
         })
         .collect())
 }
@@ -283,14 +289,36 @@ pub fn measure(plan: &Plan, tmp: &Path) -> Profiles {
             binary_bytes: std::fs::metadata(&binary).map_or(0, |m| m.len()),
             file,
             static_pie: is_static_pie(&binary),
-            in_process: in_process(level, plan.quick),
+            in_process: bench(level, false, plan.quick).map(|_| Vec::new()),
             process: Err("not measured".into()),
             idle_us: Vec::new(),
             charged: Err("not measured".into()),
         });
         binaries.push(binary);
     }
-    // Measured once every build is done: no compiler running beside them.
+    // Measured once every build is done (no compiler of ours running beside
+    // them), in rounds that take each level in turn: a busy moment on a
+    // shared machine then falls on every level alike, not on one.
+    let rounds = if plan.quick { 1 } else { 5 };
+    for round in 1..=rounds {
+        eprintln!("  in process, round {round} of {rounds}");
+        for f in &mut figures {
+            let Ok(so_far) = &mut f.in_process else {
+                continue;
+            };
+            match in_process(f.level, plan.quick) {
+                Ok(p50s) => {
+                    for (format, p50) in p50s {
+                        match so_far.iter_mut().find(|(f, _)| *f == format) {
+                            Some((_, v)) => v.push(p50),
+                            None => so_far.push((format, vec![p50])),
+                        }
+                    }
+                }
+                Err(e) => f.in_process = Err(e),
+            }
+        }
+    }
     for (f, binary) in figures.iter_mut().zip(&binaries) {
         eprintln!("  opt-level {}: reloads as a process", f.level);
         f.process = process_reload(binary, tmp, plan.repeats);
@@ -344,13 +372,14 @@ pub fn markdown(p: &Profiles) -> String {
          The static musl build (default features, TLS included), PIE and `panic = \"unwind\"`, lto, one \
          codegen unit, stripped; only the opt-level differs. Shipped: **{shipped}** (Cargo.toml). In process: \
          `Live<T>` typed reload of a 1 MiB config (detect + read + parse + deserialize, one driven tick), this \
-         benchmark built at that opt-level (glibc). As a process: the static binary watching every 1 ms \
+         benchmark built at that opt-level (glibc): the median of 5 runs' p50s (20 reloads each), the levels \
+         taking turns. As a process: the static binary watching every 1 ms \
          (`-o json`), from the `..data` swap to its change event (the config printed in it) on our end of \
          the pipe. Idle: µs of CPU per tick at {} (3 windows of {}, medians), every build and the C floor at \
          once. Reproduce: `cargo bench --bench compare -- --profiles-only`.\n\n\
          Memory: the build alone in a memory cgroup after a reload, as in the per-program table (RSS / \
          charged / working set).\n\n\
-         | opt-level | binary MB | static-pie | in process p50 ms: YAML / TOML / JSON | as a process p50 ms: YAML / TOML / JSON | idle µs per tick (× floor) | MiB: RSS / charged / working set |\n\
+         | opt-level | binary MB | static-pie | in process ms: YAML / TOML / JSON | as a process p50 ms: YAML / TOML / JSON | idle µs per tick (× floor) | MiB: RSS / charged / working set |\n\
          | --- | ---: | --- | --- | --- | ---: | --- |\n",
         humantime::format_duration(p.idle_interval),
         humantime::format_duration(p.idle_window),
@@ -360,7 +389,7 @@ pub fn markdown(p: &Profiles) -> String {
         let in_process = match &f.in_process {
             Ok(v) => v
                 .iter()
-                .map(|(_, p50, _)| format!("{p50:.1}"))
+                .map(|(_, p50s)| format!("{:.1}", p50(p50s)))
                 .collect::<Vec<_>>()
                 .join(" / "),
             Err(e) => format!("not measured: {e}"),
@@ -397,8 +426,13 @@ pub fn markdown(p: &Profiles) -> String {
         ));
     }
     out.push_str(&format!(
-        "\nC floor: {floor:.1} µs per tick. Runs per reload figure: see the `Live<T>` section for in process; \
-         as a process, each format's runs in turn on one binary. `file`: {}\n",
+        "\nC floor: {floor:.1} µs per tick. As a process: {} runs per format, each format's runs in turn on \
+         one binary, the levels one after the other. `file` on the first: {}\n",
+        p.figures
+            .first()
+            .and_then(|f| f.process.as_ref().ok())
+            .and_then(|v| v.first())
+            .map_or(0, |(_, runs)| runs.len()),
         p.figures.first().map_or("-", |f| f.file.as_str())
     ));
     out
