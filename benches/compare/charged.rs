@@ -328,7 +328,8 @@ pub fn markdown(result: &Result<Vec<Charged>, String>) -> String {
          read included: what the container is charged); working set: usage minus inactive file, what the \
          kubelet reports (`kubectl top`) and evicts on. Kernel: page tables, slab and stacks charged \
          to the group (part of the charge and of the working set). Shared libraries another process keeps \
-         mapped stay charged elsewhere. Reproduce: `cargo bench --bench compare -- --memory-only` (root).\n\n\
+         mapped stay charged elsewhere. cgroup v1 charges in per-CPU batches (64 pages): a figure can move by \
+         0.25 MiB per CPU between runs. Reproduce: `cargo bench --bench compare -- --memory-only` (root).\n\n\
          | program | RSS MiB | charged MiB | working set MiB | anon MiB | active file MiB | inactive file MiB | kernel MiB |\n\
          | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
