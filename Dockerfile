@@ -16,9 +16,9 @@ ARG EXEC_BASE=alpine:3.20
 FROM rust:1.89-alpine AS build
 WORKDIR /src
 COPY . .
-# Alpine's Rust targets musl and links statically by default.
-# --target: .cargo/config.toml's non-PIE flags must reach the binary only,
-# not the proc macros built for the host.
+# Alpine's Rust targets musl and links statically by default: a static-pie
+# binary (PIE is rustc's default for musl; the release profile is in
+# Cargo.toml). --target names the musl target whatever the host, as CI does.
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin configmapwatch \
     && cp target/x86_64-unknown-linux-musl/release/configmapwatch /configmapwatch
 

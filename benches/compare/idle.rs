@@ -57,7 +57,7 @@ fn settle(running: &mut [Running], interval: Duration) {
 }
 
 /// µs per tick of each of `running` over `repeats` windows of `window`.
-fn cpu_windows(
+pub fn cpu_windows(
     running: &[Running],
     interval: Duration,
     window: Duration,

@@ -55,7 +55,7 @@ fn payload(key: &str, text: String) -> Payload {
 }
 
 /// Just under 1 MiB of `entries`, in `format`, varied by `n`.
-fn big(format: &str, n: usize) -> String {
+pub fn big(format: &str, n: usize) -> String {
     let mut out = String::new();
     let mut i = 0;
     match format {
@@ -181,20 +181,40 @@ fn get_costs(dir: &Path, calls: u64) -> Vec<(usize, f64, f64)> {
     out
 }
 
+/// (format, ms per typed reload) of a 1 MiB YAML, TOML and JSON config.
+pub fn reloads(plan: &Plan, tmp: &Path) -> Vec<(&'static str, Vec<f64>)> {
+    ["yaml", "toml", "json"]
+        .into_iter()
+        .map(|format| {
+            (
+                format,
+                reload(&tmp.join(format!("live-{format}")), format, plan.repeats),
+            )
+        })
+        .collect()
+}
+
 pub fn measure(plan: &Plan, tmp: &Path) -> LiveCosts {
     let calls = if plan.quick { 200_000 } else { 5_000_000 };
     LiveCosts {
         get_ns: get_costs(&tmp.join("live-get"), calls),
-        reload_ms: ["yaml", "toml", "json"]
-            .into_iter()
-            .map(|format| {
-                (
-                    format,
-                    reload(&tmp.join(format!("live-{format}")), format, plan.repeats),
-                )
-            })
-            .collect(),
+        reload_ms: reloads(plan, tmp),
     }
+}
+
+/// `format<TAB>p50 ms<TAB>max ms` lines, for the profile comparison (which
+/// runs this benchmark built at each opt-level).
+pub fn reload_lines(reloads: &[(&'static str, Vec<f64>)]) -> String {
+    reloads
+        .iter()
+        .map(|(format, v)| {
+            format!(
+                "{format}\t{}\t{}\n",
+                percentile(v, 50.0),
+                v.iter().copied().fold(f64::NAN, f64::max)
+            )
+        })
+        .collect()
 }
 
 fn percentile(values: &[f64], p: f64) -> f64 {

@@ -12,8 +12,12 @@
 //! and the plots in docs/; `cargo bench --bench compare -- --quick` runs
 //! every peer for a shorter time (CI) and writes its report under
 //! target/bench-quick instead; `-- --live-only` prints the `Live<T>` section
-//! alone.
+//! alone, `-- --profiles-only` the release profile's opt-levels side by side
+//! and `-- --memory-only [LABEL=BINARY...]` the cgroup-charged memory of
+//! every program (root; extra builds of ours by path).
 
+#[cfg(target_os = "linux")]
+mod charged;
 #[cfg(target_os = "linux")]
 mod cost;
 #[cfg(target_os = "linux")]
@@ -26,6 +30,8 @@ mod live;
 mod peer_report;
 #[cfg(target_os = "linux")]
 mod peers;
+#[cfg(target_os = "linux")]
+mod profiles;
 #[cfg(target_os = "linux")]
 mod report;
 #[cfg(target_os = "linux")]
@@ -59,8 +65,8 @@ mod linux {
     use configmapwatch::{AtomicWriter, Payload};
 
     use crate::{
-        Detections, cost, idle, inotify_watchers, live, peer_report, peers, peers::Peer, report,
-        scale,
+        Detections, charged, cost, idle, inotify_watchers, live, peer_report, peers, peers::Peer,
+        profiles, report, scale,
     };
 
     #[global_allocator]
@@ -379,6 +385,37 @@ mod linux {
             println!("{}", live::markdown(&live::measure(&plan, tmp.path())));
             return;
         }
+        // `-- --live-reload-only`: the typed reloads as tab-separated
+        // lines, read by the profile comparison.
+        if std::env::args().any(|a| a == "--live-reload-only") {
+            print!("{}", live::reload_lines(&live::reloads(&plan, tmp.path())));
+            return;
+        }
+        // `-- --profiles-only`: opt-level 3, "s" and "z" side by side.
+        if std::env::args().any(|a| a == "--profiles-only") {
+            peers::setup();
+            println!(
+                "{}",
+                profiles::markdown(&profiles::measure(&plan, tmp.path()))
+            );
+            return;
+        }
+        // `-- --memory-only [LABEL=BINARY...]`: the cgroup-charged memory
+        // of every program, and of other builds of ours.
+        if std::env::args().any(|a| a == "--memory-only") {
+            peers::setup();
+            let extra: Vec<(String, PathBuf)> = std::env::args()
+                .filter_map(|a| {
+                    let (label, path) = a.split_once('=')?;
+                    Some((label.to_owned(), PathBuf::from(path)))
+                })
+                .collect();
+            println!(
+                "{}",
+                charged::markdown(&charged::measure(tmp.path(), &extra))
+            );
+            return;
+        }
         // `-- --fuse-only`: the FUSE lag section alone, printed (to chase a
         // missed update without the hour-long run).
         if std::env::args().any(|a| a == "--fuse-only") {
@@ -474,6 +511,8 @@ mod linux {
             inotify_limits.push(scale::inotify_limit(tmp.path(), n));
         }
         let static_rss = peers::static_idle_memory(tmp.path());
+        eprintln!("memory charged to a cgroup per program, after a reload");
+        let charged = charged::measure(tmp.path(), &[]);
 
         eprintln!("cost of idle polling, reload cost, shutdown");
         let costs = cost::measure(&plan, tmp.path());
@@ -485,6 +524,7 @@ mod linux {
             node,
             inotify_limits,
             static_rss,
+            charged,
         };
         let report = report::Report {
             plan: &plan,
@@ -496,7 +536,10 @@ mod linux {
         };
         eprintln!("Live<T>: reads while swapping, typed reloads");
         let live_costs = live::measure(&plan, tmp.path());
-        let markdown = report.markdown() + &live::markdown(&live_costs);
+        eprintln!("the release profile: opt-level 3, s and z side by side");
+        let profile = profiles::measure(&plan, tmp.path());
+        let markdown =
+            report.markdown() + &profiles::markdown(&profile) + &live::markdown(&live_costs);
         println!("{markdown}");
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let (md_path, svg_dir): (PathBuf, PathBuf) = if plan.quick {

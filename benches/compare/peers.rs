@@ -112,14 +112,11 @@ impl Peer {
         let peers = peers_dir();
         let secs = format!("{}", interval.as_secs_f64());
         match self {
-            Peer::Ours => {
-                let mut c = Command::new(env!("CARGO_BIN_EXE_configmapwatch"));
-                c.args(["-o", "json", "-l", "warn", "-i"])
-                    .arg(humantime::format_duration(interval).to_string())
-                    .arg("-d")
-                    .arg(dir);
-                c
-            }
+            Peer::Ours => ours_at(
+                Path::new(env!("CARGO_BIN_EXE_configmapwatch")),
+                dir,
+                interval,
+            ),
             Peer::Floor => {
                 let mut c = Command::new(peers.join("floor"));
                 c.arg(dir).arg(interval.as_nanos().to_string());
@@ -172,6 +169,22 @@ impl Peer {
             }
         }
     }
+}
+
+/// A build of configmapwatch at `binary` watching `dir` every `interval`,
+/// printing JSON events.
+pub fn ours_at(binary: &Path, dir: &Path, interval: Duration) -> Command {
+    let mut c = Command::new(binary);
+    c.args(["-o", "json", "-l", "warn", "-i"])
+        .arg(humantime::format_duration(interval).to_string())
+        .arg("-d")
+        .arg(dir);
+    c
+}
+
+/// The static musl build the setup script makes (the container image's).
+pub fn static_binary() -> PathBuf {
+    peers_dir().join("musl/x86_64-unknown-linux-musl/release/configmapwatch")
 }
 
 /// A peer process being watched.
@@ -411,7 +424,7 @@ pub struct StaticMemory {
 /// Runs the static build (built by the setup script) idle at 1 s and reads
 /// its smaps.
 pub fn static_idle_memory(tmp: &Path) -> Result<StaticMemory, String> {
-    let binary = peers_dir().join("musl/x86_64-unknown-linux-musl/release/configmapwatch");
+    let binary = static_binary();
     let binary_bytes = std::fs::metadata(&binary)
         .map_err(|e| format!("{}: {e}", binary.display()))?
         .len();

@@ -261,7 +261,17 @@ pub struct ActionRunner {
 
 impl ActionRunner {
     /// Starts the worker; `report` receives each action's result.
-    pub fn start(actions: Actions, mut report: impl FnMut(ActionReport) + Send + 'static) -> Self {
+    pub fn start(actions: Actions, report: impl FnMut(ActionReport) + Send + 'static) -> Self {
+        Self::start_with(actions, report, run_action)
+    }
+
+    /// [`ActionRunner::start`] with `run` in place of running an action:
+    /// the tests' way to make one panic.
+    fn start_with(
+        actions: Actions,
+        mut report: impl FnMut(ActionReport) + Send + 'static,
+        run: RunAction,
+    ) -> Self {
         let shared = Arc::new(Shared::default());
         let (done_tx, done) = mpsc::channel();
         let worker = shared.clone();
@@ -271,7 +281,7 @@ impl ActionRunner {
                 let Some(event) = delay(&worker, &actions.jitter, event) else {
                     break;
                 };
-                run_round(&worker, &actions, &event, &mut report);
+                run_round(&worker, &actions, &event, &mut report, run);
             }
         });
         ActionRunner {
@@ -366,7 +376,7 @@ pub fn run_round_once(actions: &Actions, event: Event) -> Vec<ActionReport> {
     };
     let mut reports = Vec::new();
     if let Some(event) = delay(&shared, &once.jitter, event) {
-        run_round(&shared, &once, &event, &mut |r| reports.push(r));
+        run_round(&shared, &once, &event, &mut |r| reports.push(r), run_action);
     }
     reports
 }
@@ -432,6 +442,7 @@ fn run_round(
     actions: &Actions,
     event: &Event,
     report: &mut impl FnMut(ActionReport),
+    run: RunAction,
 ) {
     let mut failures = 0u32;
     loop {
@@ -453,7 +464,7 @@ fn run_round(
                 event.version.clone(),
                 Instant::now(),
             ));
-            let result = run_guarded(action, event, &round);
+            let result = run_guarded(action, event, &round, run);
             *shared.running.lock().unwrap_or_else(|e| e.into_inner()) = None;
             ok &= result.ok;
             reports.push(result);
@@ -492,13 +503,16 @@ fn run_round(
 /// [`Actions::retry`].
 const ROUND_RETRY_BASE: Duration = Duration::from_millis(500);
 
+/// How an action is run: [`run_action`], or a test's stand-in.
+type RunAction = fn(&Action, &Event, &Round<'_>) -> ActionReport;
+
 /// Runs one action; a panicking action is reported as failed, and the
-/// worker and the next rounds go on.
-fn run_guarded(action: &Action, event: &Event, round: &Round<'_>) -> ActionReport {
+/// worker and the next rounds go on. This needs panics to unwind, which is
+/// why the release profile keeps `panic = "unwind"` (Cargo.toml).
+fn run_guarded(action: &Action, event: &Event, round: &Round<'_>, run: RunAction) -> ActionReport {
     let started = Instant::now();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run_action(action, event, round)
-    }));
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(action, event, round)));
     result.unwrap_or_else(|panic| {
         let why = panic
             .downcast_ref::<&str>()
@@ -566,5 +580,64 @@ pub(crate) fn attempts(n: u32) -> String {
     match n {
         1 => "1 attempt".to_owned(),
         n => format!("{n} attempts"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Panics for version "v1" (a bug in an action), runs the action
+    /// otherwise.
+    fn panics_on_v1(action: &Action, event: &Event, round: &Round<'_>) -> ActionReport {
+        assert_ne!(event.version, "v1", "a bug in the action");
+        run_action(action, event, round)
+    }
+
+    fn change(version: &str) -> Event {
+        Event::new(
+            EventKind::Change,
+            std::path::Path::new("."),
+            version,
+            SystemTime::now(),
+        )
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_panicking_action_is_reported_once_as_failed_and_the_next_round_runs() {
+        let actions = Actions {
+            list: vec![Action::Exec(Exec::new("true", Vec::new()))],
+            on_start: false,
+            shutdown_timeout: Duration::from_secs(5),
+            dir: ".".into(),
+            jitter: crate::jitter::Jitter::None,
+            retry: None,
+        };
+        let (tx, reports) = mpsc::channel();
+        let runner = ActionRunner::start_with(
+            actions,
+            move |r| {
+                let _ = tx.send(r);
+            },
+            panics_on_v1,
+        );
+        let wait = Duration::from_secs(10);
+        runner.submit(change("v1"));
+        let failed = reports.recv_timeout(wait).expect("a report for v1");
+        assert_eq!(failed.version, "v1");
+        assert!(!failed.ok);
+        let error = failed.error.as_deref().unwrap_or_default();
+        assert!(error.starts_with("panicked: "), "{error}");
+        assert!(error.contains("a bug in the action"), "{error}");
+        assert!(runner.is_alive(), "the worker survives the panic");
+        runner.submit(change("v2"));
+        let next = reports.recv_timeout(wait).expect("a report for v2");
+        assert_eq!((next.version.as_str(), next.ok), ("v2", true), "{next:?}");
+        assert!(
+            reports.try_recv().is_err(),
+            "one report per action and round"
+        );
+        assert!(runner.shutdown(wait).is_none(), "the round ended in time");
     }
 }

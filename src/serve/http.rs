@@ -412,6 +412,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_connection_slot_is_given_back_when_its_thread_panics() {
+        let slots = Arc::new(Mutex::new(Slots::default()));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        let claim = claim(&slots, &stream, 1).unwrap();
+        assert_eq!(slots.lock().unwrap().held.len(), 1);
+        let ended = thread::spawn(move || {
+            let _claim = claim;
+            panic!("a bug while serving");
+        })
+        .join();
+        assert!(ended.is_err());
+        assert!(slots.lock().unwrap().held.is_empty());
+    }
+
+    #[test]
     fn a_bare_port_means_every_interface() {
         assert_eq!(resolve(":9533").unwrap(), ["0.0.0.0:9533".parse().unwrap()]);
         assert_eq!(

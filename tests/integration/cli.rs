@@ -185,48 +185,6 @@ fn an_idle_watch_is_one_thread_and_its_commands_block_no_signal() {
     }
 }
 
-/// After start-up and after a reload, the tool hands its code pages back
-/// (madvise): an idle watch keeps resident only what its ticks touch, not
-/// the whole binary that start-up faulted in (about 3/4 of it without this).
-#[cfg(target_os = "linux")]
-#[test]
-fn an_idle_watch_keeps_little_of_its_code_resident() {
-    let vol = vol!();
-    vol.publish(&[("config.json", r#"{"v":1}"#)]);
-    let run = crate::helper::watch_json(&vol, &[]);
-    let v2 = vol.publish(&[("config.json", r#"{"v":2}"#)]);
-    let e = run.event_for("change", &v2);
-    assert_eq!(e["config"], json!({"v": 2}), "a reload after a release");
-    let exe = std::fs::read_link(format!("/proc/{}/exe", run.child.id())).unwrap();
-    // (mapped, resident) KiB of the executable's code mapping.
-    let code = || {
-        let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", run.child.id())).unwrap();
-        let mut in_code = false;
-        let mut mapped = 0;
-        for line in smaps.lines() {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if let Some((start, end)) = fields.first().and_then(|r| r.split_once('-'))
-                && !fields[0].ends_with(':')
-            {
-                in_code = fields.get(1) == Some(&"r-xp")
-                    && fields.get(5).map(std::path::Path::new) == Some(exe.as_path());
-                let at = |h: &str| u64::from_str_radix(h, 16).unwrap();
-                mapped = (at(end) - at(start)) / 1024;
-            } else if in_code && fields.first() == Some(&"Rss:") {
-                return (mapped, fields[1].parse::<u64>().unwrap());
-            }
-        }
-        panic!("no code mapping of {} in smaps", exe.display())
-    };
-    crate::helper::wait_until(
-        "the idle watch to keep under half its code resident",
-        || {
-            let (mapped, resident) = code();
-            resident * 2 < mapped
-        },
-    );
-}
-
 #[test]
 fn once_exit_codes() {
     let vol = vol!();

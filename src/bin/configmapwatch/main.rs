@@ -4,7 +4,6 @@
 
 mod cli;
 mod demo;
-mod memory;
 mod publish;
 mod signals;
 mod watch;

@@ -252,11 +252,9 @@ pub fn watch(
         }
         _ => None,
     };
-    let code = crate::memory::CodePages::find();
     let runner = (!settings.actions.list.is_empty()).then(|| {
         let out = out.clone();
         let status = status.clone();
-        let code = code.clone();
         ActionRunner::start(settings.actions.clone(), move |report| {
             if let Some(status) = &status {
                 status.observe_action(&report);
@@ -269,7 +267,6 @@ pub fn watch(
             if let Some(text) = print.report(&report) {
                 out.line(&text);
             }
-            code.release();
         })
     });
     let until = UntilClosed {
@@ -299,8 +296,6 @@ pub fn watch(
                 out.line(&text);
             }
         }
-        // Start-up and this reload are done: idle ticks need little of it.
-        code.release();
     });
     if let Some(runner) = runner
         && let Some(report) = runner.shutdown(settings.actions.shutdown_timeout)
