@@ -536,10 +536,15 @@ mod linux {
         };
         eprintln!("Live<T>: reads while swapping, typed reloads");
         let live_costs = live::measure(&plan, tmp.path());
-        eprintln!("the release profile: opt-level 3, s and z side by side");
-        let profile = profiles::measure(&plan, tmp.path());
-        let markdown =
-            report.markdown() + &profiles::markdown(&profile) + &live::markdown(&live_costs);
+        // Three static release builds and three bench builds: the full run's
+        // (and `-- --profiles-only`), not CI's quick one.
+        let profile = if plan.quick {
+            "\n(The release profile's opt-levels side by side: the full run only.)\n".to_owned()
+        } else {
+            eprintln!("the release profile: opt-level 3, s and z side by side");
+            profiles::markdown(&profiles::measure(&plan, tmp.path()))
+        };
+        let markdown = report.markdown() + &profile + &live::markdown(&live_costs);
         println!("{markdown}");
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let (md_path, svg_dir): (PathBuf, PathBuf) = if plan.quick {
