@@ -454,14 +454,7 @@ impl Watcher {
         let lag = snapshot
             .swapped_at
             .map(|swapped| Lag::between(swapped, detected_at));
-        let validated =
-            self.selector
-                .extract(&snapshot)
-                .and_then(|config| match &mut self.validator.0 {
-                    Some(validate) => validate(&snapshot, &config).map(|()| config),
-                    None => Ok(config),
-                });
-        let config = match validated {
+        let config = match self.accept(&snapshot) {
             Ok(config) => config,
             // A checker or a render that could not start (EMFILE, EAGAIN)
             // said nothing about the version: the caller retries it, in
@@ -526,6 +519,16 @@ impl Watcher {
             key: None,
             error: None,
         }))
+    }
+
+    /// The accept stage: the selected keys parsed into the config, and the
+    /// validator's verdict on it. Nothing is written or published here.
+    fn accept(&mut self, snapshot: &Snapshot) -> Result<Value, Error> {
+        let config = self.selector.extract(snapshot)?;
+        match &mut self.validator.0 {
+            Some(validate) => validate(snapshot, &config).map(|()| config),
+            None => Ok(config),
+        }
     }
 
     /// A passing fault on `version`: retried with backoff, logged when it

@@ -9,7 +9,7 @@ use super::{LayoutMode, Watcher, state::*};
 use crate::{
     Error,
     event::Event,
-    volume::{DataEntry, LinkRead, WalkError},
+    volume::{DataEntry, LinkRead, PlainRoot, WalkError},
 };
 
 impl Watcher {
@@ -40,11 +40,41 @@ impl Watcher {
         self.mode = Mode::Plain(PlainState::new(walk));
     }
 
+    /// One tick in plain mode, in three stages: has `..data` changed kind
+    /// (then another mode's tick), has anything changed (fingerprints, the
+    /// settle and racy rules), then the read and its evaluation.
     pub(super) fn check_plain(&mut self) -> Option<Event> {
         let Mode::Plain(state) = &self.mode else {
             unreachable!("check_plain outside plain mode")
         };
         let walk = state.walk;
+        if let Some(other_mode) = self.plain_layout_moved(walk) {
+            return other_mode;
+        }
+        let detected_at = SystemTime::now();
+        match self.plain_changed(walk, detected_at) {
+            Ok(None) => None,
+            Ok(Some(root)) => self.plain_read(root, detected_at),
+            Err(e) if e.is_transient() => self.plain_fault(&e, None),
+            Err(e) => {
+                // The directory itself cannot be walked: reported once.
+                let Mode::Plain(state) = &mut self.mode else {
+                    unreachable!()
+                };
+                if state.failed {
+                    return None;
+                }
+                state.failed = true;
+                state.fingerprints.clear();
+                Some(self.error_event("-".into(), detected_at, None, &e))
+            }
+        }
+    }
+
+    /// Whether `..data` changed kind since the walk was chosen: `Some` with
+    /// the tick's result when it did (another mode, or waiting), `None` to
+    /// go on walking `walk`. One readlink, as in ConfigMap mode.
+    fn plain_layout_moved(&mut self, walk: Walk) -> Option<Option<Event>> {
         // One readlink, as in ConfigMap mode: has `..data` changed kind?
         let (present, link) = match self.volume.data_link().read() {
             Ok(LinkRead::Missing) | Err(_) => (false, false),
@@ -54,15 +84,15 @@ impl Watcher {
         let forced_plain = self.layout_mode == LayoutMode::Plain;
         match (walk, present, link) {
             // Still what is walked.
-            (Walk::Dir(_), false, _) | (Walk::Data, true, false) => {}
-            (Walk::Data, true, true) if forced_plain => {}
+            (Walk::Dir(_), false, _) | (Walk::Data, true, false) => None,
+            (Walk::Data, true, true) if forced_plain => None,
             (Walk::Data, true, true) => {
                 info!(
                     "{}: ..data is a symlink now; watching it as a ConfigMap volume",
                     self.volume.dir().display()
                 );
                 self.mode = Mode::ConfigMap(Link::Unread);
-                return self.check_configmap();
+                Some(self.check_configmap())
             }
             // Missing for a moment (a writer replacing it, the Windows
             // swap), as in ConfigMap mode: look again next tick.
@@ -75,56 +105,55 @@ impl Watcher {
                         self.volume.dir().display()
                     );
                 }
-                return None;
+                Some(None)
             }
             (Walk::Dir(_), true, _) => match (self.layout_mode, self.volume.data_entry()) {
                 (_, entry @ DataEntry::Dir) | (LayoutMode::Plain, entry @ DataEntry::Link) => {
                     self.set_plain(Walk::Data, entry);
-                    return self.check_plain();
+                    Some(self.check_plain())
                 }
                 // Gone again, or a file under forced plain: the directory
                 // itself is still what is walked.
-                (_, DataEntry::Missing) | (LayoutMode::Plain, DataEntry::Other) => {}
+                (_, DataEntry::Missing) | (LayoutMode::Plain, DataEntry::Other) => None,
                 (LayoutMode::Auto | LayoutMode::ConfigMap, DataEntry::Link | DataEntry::Other) => {
                     info!(
                         "{}: ..data appeared; watching it as a ConfigMap volume",
                         self.volume.dir().display()
                     );
                     self.mode = Mode::ConfigMap(Link::Unread);
-                    return self.check_configmap();
+                    Some(self.check_configmap())
                 }
             },
         }
+    }
+
+    /// Whether the walked directory changed since the last read: the root
+    /// to read when it did (its new fingerprints kept), `None` when there
+    /// is nothing to read this tick (unchanged, a file still being written
+    /// in place, a retry not due), `Err` when it cannot be walked.
+    fn plain_changed(
+        &mut self,
+        walk: Walk,
+        detected_at: SystemTime,
+    ) -> Result<Option<PlainRoot>, Error> {
         // A passing fault not due for another attempt yet: no walk.
         if let Mode::Plain(PlainState {
             retry: Some(retry), ..
         }) = &self.mode
             && !retry.due(Instant::now())
         {
-            return None;
+            return Ok(None);
         }
         let root = walk.root();
-        let detected_at = SystemTime::now();
         let fps = match self.volume.fingerprints(root) {
             Ok(fps) => fps,
             Err(WalkError::Vanished) => {
                 if !self.volume.dir().is_dir() {
                     self.enter_waiting();
                 }
-                return None;
+                return Ok(None);
             }
-            Err(WalkError::Fatal(e)) if e.is_transient() => return self.plain_fault(&e, None),
-            Err(WalkError::Fatal(e)) => {
-                let Mode::Plain(state) = &mut self.mode else {
-                    unreachable!()
-                };
-                if state.failed {
-                    return None;
-                }
-                state.failed = true;
-                state.fingerprints.clear();
-                return Some(self.error_event("-".into(), detected_at, None, &e));
-            }
+            Err(WalkError::Fatal(e)) => return Err(e),
         };
         self.warn_subpath(!fps.is_empty());
         let Mode::Plain(state) = &mut self.mode else {
@@ -142,7 +171,7 @@ impl Watcher {
             .is_some_and(|taken| state.fingerprints.iter().any(|fp| fp.is_racy(taken)));
         if state.version.is_some() && fps == state.fingerprints && !racy {
             state.unsettled = None;
-            return None;
+            return Ok(None);
         }
         // A file written in place (same inode, new size or time) may have
         // been caught half-way: it is read once it has held still for one
@@ -162,12 +191,23 @@ impl Watcher {
                 self.volume.dir().display()
             );
             state.unsettled = Some(fps);
-            return None;
+            return Ok(None);
         }
         state.unsettled = None;
         state.fingerprints = fps;
         state.taken_at = Some(detected_at);
-        match self.volume.read_plain_in(root) {
+        Ok(Some(root))
+    }
+
+    /// Reads what changed and evaluates it: a new version is an event, the
+    /// same content after a metadata change is nothing, a passing fault is
+    /// retried.
+    fn plain_read(&mut self, root: PlainRoot, detected_at: SystemTime) -> Option<Event> {
+        let read = self.volume.read_plain_in(root);
+        let Mode::Plain(state) = &mut self.mode else {
+            unreachable!("plain_read outside plain mode")
+        };
+        match read {
             Ok(snapshot) if state.version.as_deref() == Some(snapshot.version.as_str()) => {
                 state.retry = None;
                 debug!(
