@@ -583,7 +583,7 @@ pub(crate) fn attempts(n: u32) -> String {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

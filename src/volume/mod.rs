@@ -24,7 +24,7 @@ use std::{
 
 pub(crate) use link::{DataLink, LinkRead, check_target};
 pub use walk::{Entries, Limits, MAX_DEPTH};
-pub(crate) use walk::{Fingerprint, Select, WalkError};
+pub(crate) use walk::{Fingerprint, RootLink, Select, WalkError};
 
 use crate::{Error, Result};
 
@@ -304,9 +304,14 @@ impl Volume {
                 // passing fault, not "missing".
                 Err(e) => return Err(Error::io(&data_dir, "cannot look at the data directory", e)),
             }
-            let walked = match walk::read(&data_dir, self.select(), self.limits, true, &mut || {
-                hook(ReadStep::KeyRead)
-            }) {
+            let walked = match walk::read(
+                &data_dir,
+                RootLink::Refuse,
+                self.select(),
+                self.limits,
+                true,
+                &mut || hook(ReadStep::KeyRead),
+            ) {
                 Ok(walked) => walked,
                 Err(WalkError::Vanished) => continue,
                 Err(WalkError::Fatal(e)) => {
@@ -390,7 +395,14 @@ impl Volume {
     pub(crate) fn read_plain_in(&mut self, root: PlainRoot) -> Result<Snapshot> {
         let dir = self.plain_dir(root);
         for _ in 0..READ_ATTEMPTS {
-            match walk::read(dir, self.select(), self.limits, true, &mut || {}) {
+            match walk::read(
+                dir,
+                RootLink::Follow,
+                self.select(),
+                self.limits,
+                true,
+                &mut || {},
+            ) {
                 Ok(walked) => {
                     return Ok(Snapshot {
                         version: plain_version(&walked.entries),
@@ -422,6 +434,7 @@ impl Volume {
     pub(crate) fn fingerprints(&self, root: PlainRoot) -> Result<Vec<Fingerprint>, WalkError> {
         walk::read(
             self.plain_dir(root),
+            RootLink::Follow,
             Select::All,
             self.limits,
             false,
@@ -434,7 +447,7 @@ impl Volume {
 /// Reads every key under `dir` (the writer's "has anything changed"
 /// comparison), within `limits`.
 pub(crate) fn read_tree(dir: &Path, limits: Limits) -> Result<Entries, WalkError> {
-    walk::read(dir, Select::All, limits, true, &mut || {}).map(|w| w.entries)
+    walk::read(dir, RootLink::Follow, Select::All, limits, true, &mut || {}).map(|w| w.entries)
 }
 
 fn bad_target(path: &Path, target: &str, reason: &'static str) -> Error {

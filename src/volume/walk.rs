@@ -125,11 +125,24 @@ impl Fingerprint {
     }
 }
 
+/// How the root of a walk is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RootLink {
+    /// As given: a volume path, or a `..data` followed on purpose, may be a
+    /// link.
+    Follow,
+    /// By its last name under its parent's handle, never through a link: a
+    /// ConfigMap's data directory, which a writer could swap for a link to
+    /// elsewhere between the reader's check of it and this open.
+    Refuse,
+}
+
 /// Lists and reads `root`: every key listed and fingerprinted, the selected
 /// ones read. `after_key` runs after each key read (tests interleave a
 /// writer there).
 pub(crate) fn read(
     root: &Path,
+    root_link: RootLink,
     select: Select<'_>,
     limits: Limits,
     read_content: bool,
@@ -138,7 +151,7 @@ pub(crate) fn read(
     let mut walked = Walked::default();
     let mut total: u64 = 0;
     let mut count = 0usize;
-    imp::walk(root, &mut |key: String, node: imp::Node<'_>| {
+    imp::walk(root, root_link, &mut |key: String, node: imp::Node<'_>| {
         count += 1;
         if count > limits.max_entries {
             return Err(WalkError::Fatal(Error::VolumeRefused {
@@ -269,7 +282,9 @@ mod imp {
 
     use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat, fstat, openat, statat};
 
-    use super::{Fingerprint, Kind, WalkError, describe, read_bounded, read_fault, too_deep};
+    use super::{
+        Fingerprint, Kind, RootLink, WalkError, describe, read_bounded, read_fault, too_deep,
+    };
     use crate::Error;
 
     /// One entry, as seen through its parent's handle.
@@ -406,6 +421,39 @@ mod imp {
         }
     }
 
+    /// `ELOOP`: what `O_NOFOLLOW` answers for a symlink.
+    fn libc_eloop() -> i32 {
+        rustix::io::Errno::LOOP.raw_os_error()
+    }
+
+    fn swapped(root: &Path, what: &str) -> WalkError {
+        WalkError::Fatal(Error::VolumeRefused {
+            path: root.to_owned(),
+            reason: format!("{what} (swapped in after it was checked); not followed"),
+        })
+    }
+
+    /// The walk's root: as given, or (for a data directory) by its one name
+    /// under its parent's handle with `O_NOFOLLOW`.
+    fn open_root(root: &Path, root_link: RootLink) -> io::Result<OwnedFd> {
+        let c = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_bytes())
+                .map_err(|_| io::Error::from(io::ErrorKind::NotFound))
+        };
+        match (root_link, root.parent(), root.file_name()) {
+            (RootLink::Refuse, Some(parent), Some(name)) => {
+                let parent = if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                };
+                let parent_fd = open_dir(None, &c(parent)?)?;
+                open_dir(Some(&parent_fd), &c(Path::new(name))?)
+            }
+            _ => open_dir(None, &c(root)?),
+        }
+    }
+
     fn open_dir(parent: Option<&OwnedFd>, name: &CStr) -> io::Result<OwnedFd> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         Ok(match parent {
@@ -420,13 +468,20 @@ mod imp {
     /// start with `..` (the kubelet's own bookkeeping).
     pub(crate) fn walk(
         root: &Path,
+        root_link: RootLink,
         visit: &mut dyn FnMut(String, Node<'_>) -> Result<(), WalkError>,
     ) -> Result<(), WalkError> {
-        let root_c =
-            std::ffi::CString::new(root.as_os_str().as_bytes()).map_err(|_| WalkError::Vanished)?;
-        let root_fd = match open_dir(None, &root_c) {
+        let root_fd = match open_root(root, root_link) {
             Ok(fd) => fd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(WalkError::Vanished),
+            // O_NOFOLLOW met a link, or O_DIRECTORY something else: what
+            // was checked was swapped. Refused, never followed.
+            Err(e) if e.raw_os_error() == Some(libc_eloop()) => {
+                return Err(swapped(root, "is a symlink, not a data directory"));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+                return Err(swapped(root, "is not a directory"));
+            }
             Err(e) => return Err(Error::io(root, "cannot open directory", e).into()),
         };
         // Each frame: a directory's handle, its key prefix, its entries.
@@ -542,7 +597,9 @@ mod imp {
         path::{Path, PathBuf},
     };
 
-    use super::{Fingerprint, Kind, WalkError, describe, read_bounded, read_fault, too_deep};
+    use super::{
+        Fingerprint, Kind, RootLink, WalkError, describe, read_bounded, read_fault, too_deep,
+    };
     use crate::Error;
 
     pub(crate) struct Node<'a> {
@@ -620,8 +677,13 @@ mod imp {
         }
     }
 
+    /// Windows walks by path: the data directory was checked with
+    /// `symlink_metadata` just before (not a reparse point), and what is
+    /// opened below it is checked again; a swap in between is the window
+    /// handles close on Unix.
     pub(crate) fn walk(
         root: &Path,
+        _root_link: RootLink,
         visit: &mut dyn FnMut(String, Node<'_>) -> Result<(), WalkError>,
     ) -> Result<(), WalkError> {
         let mut stack = vec![(root.to_owned(), String::new(), 0usize)];

@@ -23,6 +23,7 @@ mod interleave;
 mod layout;
 mod live;
 mod once;
+mod outside;
 mod persistent;
 mod reader;
 mod readme;
