@@ -219,7 +219,7 @@ impl Event {
             line.push_str(" config=");
             line.push_str(&config);
         }
-        line
+        escape_controls(line)
     }
 
     /// Renders in `format`.
@@ -239,6 +239,21 @@ pub fn rfc3339(t: SystemTime) -> String {
 /// Seconds to milliseconds, rounded to the microsecond.
 fn round_ms(seconds: f64) -> f64 {
     (seconds * 1e6).round() / 1e3
+}
+
+/// One line stays one line: a name from the volume (a plain directory's key
+/// holding a newline, say) can never forge a second event line or move the
+/// terminal's cursor. Control characters are written as `\u{..}` escapes.
+fn escape_controls(line: String) -> String {
+    if !line.chars().any(char::is_control) {
+        return line;
+    }
+    line.chars()
+        .map(|c| match c {
+            c if c.is_control() => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -106,6 +106,18 @@ pub(crate) fn check_target(target: &[u8]) -> Result<&str, &'static str> {
     if s == "..data" {
         return Err("points to itself (a symlink loop)");
     }
+    // Names are data: a kubelet names its data directories `..` and a
+    // timestamp with a numeric suffix. Anything else (a space, a quote,
+    // `$(...)`, a newline) is refused, so that no name from the volume can
+    // change what a shell running a `{}` command parses, or forge a line.
+    if !s[2..]
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Err(
+            "has characters a kubelet data directory name never has (only letters, digits, '_', '.' and '-')",
+        );
+    }
     if s == "..data_tmp" {
         return Err("points to the writer's temporary link");
     }
@@ -141,6 +153,15 @@ mod tests {
             "plain",
             "C:\\x",
             "..a\\b",
+            // Names that would be code or a forged line if ever printed
+            // or put in a command.
+            "..x$(touch pwned)",
+            "..x`id`",
+            "..x;id",
+            "..x'q",
+            "..x y",
+            "..x\nchange ..forged",
+            "..x\u{1b}[2J",
         ] {
             assert!(check_target(bad.as_bytes()).is_err(), "{bad:?} accepted");
         }

@@ -295,7 +295,7 @@ mod imp {
         /// The full path, for messages only (never opened).
         path: &'a Path,
         /// The name is not UTF-8: listed, never read.
-        bad_name: bool,
+        bad_name: Option<&'static str>,
     }
 
     impl<'a> Node<'a> {
@@ -317,7 +317,7 @@ mod imp {
                 changed: Some((s.st_ctime as i64, s.st_ctime_nsec as u32)),
                 mode: s.st_mode as u32,
                 inode: s.st_ino as u64,
-                refused: self.bad_name || kind(s) != Kind::File,
+                refused: self.bad_name.is_some() || kind(s) != Kind::File,
             }
         }
 
@@ -334,10 +334,10 @@ mod imp {
                     reason: describe(kind).into(),
                 }))
             };
-            if self.bad_name {
+            if let Some(reason) = self.bad_name {
                 return Ok(Err(Error::Refused {
                     key: key.to_owned(),
-                    reason: "name is not valid UTF-8".into(),
+                    reason: reason.into(),
                 }));
             }
             if kind(&self.stat) != Kind::File {
@@ -418,6 +418,28 @@ mod imp {
             FileType::Socket => Kind::Socket,
             FileType::CharacterDevice | FileType::BlockDevice => Kind::Device,
             _ => Kind::Other,
+        }
+    }
+
+    /// Why a name (or a key, elements joined by `/`) is refused, if it is:
+    /// not UTF-8 anywhere; in a ConfigMap's data directory, anything
+    /// Kubernetes never allows in a key (each path element
+    /// `[-._a-zA-Z0-9]+`), so that no key name can change what a shell
+    /// parses or forge an output line.
+    fn name_refused(name: &[u8], root_link: RootLink) -> Option<&'static str> {
+        match std::str::from_utf8(name) {
+            Err(_) => Some("name is not valid UTF-8"),
+            Ok(n)
+                if root_link == RootLink::Refuse
+                    && !n.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/')
+                    }) =>
+            {
+                Some(
+                    "name has characters Kubernetes never allows in a key (only letters, digits, '-', '_' and '.')",
+                )
+            }
+            Ok(_) => None,
         }
     }
 
@@ -504,7 +526,9 @@ mod imp {
                 format!("{prefix}/{lossy}")
             };
             let path = root.join(OsStr::from_bytes(key.as_bytes()));
-            let bad_name = std::str::from_utf8(name.as_bytes()).is_err();
+            // The whole key: a file under a refused directory name is too.
+            let bad_name = name_refused(name.as_bytes(), root_link)
+                .or_else(|| name_refused(key.as_bytes(), root_link));
             let stat = match statat(&*fd, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(s) => s,
                 Err(rustix::io::Errno::NOENT) => return Err(WalkError::Vanished),
