@@ -73,10 +73,27 @@ impl ValidateExec {
         // directory itself, which never changes once swapped in (unlike
         // the paths through ..data); in plain mode the directory, or its
         // ..data where that is a directory (symlinks hidden).
-        let data = &snapshot.data_dir;
+        // On Linux, in ConfigMap mode, the checker gets the directory as a
+        // handle we opened by its one name (no link followed), passed down
+        // open: `/proc/self/fd/N`. A writer that swaps the version's
+        // directory for a link to elsewhere after our read cannot redirect
+        // what the checker reads, and relative includes (nginx's
+        // `include`, Prometheus' `rule_files`) still resolve beside it.
+        #[cfg(target_os = "linux")]
+        let handle = pinned_dir(snapshot);
+        #[cfg(target_os = "linux")]
+        let data: PathBuf = match &handle {
+            Some(fd) => PathBuf::from(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(fd)
+            )),
+            None => snapshot.data_dir.clone(),
+        };
+        #[cfg(not(target_os = "linux"))]
+        let data = snapshot.data_dir.clone();
         let path: PathBuf = match &self.key {
             Some(key) => data.join(key),
-            None => data.clone(),
+            None => data,
         };
         let path_text = path.to_string_lossy();
         let mut exec = self.exec.clone();
@@ -115,4 +132,30 @@ impl ValidateExec {
                 },
             })
     }
+}
+
+/// The version's data directory opened by its one name under its parent
+/// (`O_NOFOLLOW`), without close-on-exec so that the checker inherits it:
+/// `None` outside ConfigMap mode (a plain directory is the user's own) or
+/// where it cannot be opened (the checker then gets the path, and a
+/// vanished directory shows as its failure). The handle is closed when
+/// dropped, after the checker has run; a command another thread starts
+/// meanwhile may inherit it too, a read-only directory handle it does not
+/// know of.
+#[cfg(target_os = "linux")]
+fn pinned_dir(snapshot: &Snapshot) -> Option<std::os::fd::OwnedFd> {
+    use rustix::fs::{CWD, Mode, OFlags, openat};
+    if snapshot.layout != crate::volume::Layout::ConfigMap {
+        return None;
+    }
+    let parent = snapshot.data_dir.parent()?;
+    let name = snapshot.data_dir.file_name()?;
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let dir = OFlags::RDONLY | OFlags::DIRECTORY;
+    let parent_fd = openat(CWD, parent, dir | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    openat(&parent_fd, name, dir | OFlags::NOFOLLOW, Mode::empty()).ok()
 }

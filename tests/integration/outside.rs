@@ -73,3 +73,35 @@ fn a_data_directory_swapped_for_a_link_to_outside_is_never_read_through() {
     );
     assert!(inside > 0, "no read succeeded between the swaps");
 }
+
+/// A checker's `{}` is the directory we read, held open, not a path a
+/// writer can redirect: here the checker itself, before reading, swaps
+/// the version's directory aside and puts a link to outside in its place.
+/// It still reads the version (through `/proc/self/fd/N`); by path it read
+/// the outside file and refused the version.
+#[test]
+fn a_checkers_path_cannot_be_redirected_after_the_read() {
+    let vol = vol!();
+    let v1 = vol.publish(&[("config.json", r#"{"where":"inside"}"#)]);
+    let outside = vol.tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("config.json"), r#"{"where":"outside"}"#).unwrap();
+    let (v, o) = (vol.path().display(), outside.display());
+    let checker = format!(
+        "sh -c 't=$(readlink {v}/..data); mv {v}/$t {v}/$t.aside && ln -s {o} {v}/$t && \
+         grep -q inside \"$1\"' check {{}}"
+    );
+    let out = crate::helper::bin()
+        .args(["--once", "-o", "json", "-d"])
+        .arg(vol.path())
+        .args(["--validate-exec", &checker])
+        .output()
+        .unwrap();
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&e["event"], &e["version"]),
+        (&serde_json::json!("initial"), &serde_json::json!(v1)),
+        "{e} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
