@@ -171,6 +171,8 @@ pub struct LiveBuilder<T> {
     options: WatchOptions,
     format: Option<Format>,
     yaml_schema: Option<YamlSchema>,
+    /// Refuse a version with fields `T` does not have.
+    deny_unknown: bool,
     validate: Option<Check<T>>,
     on_change: Option<OnChange<T>>,
     on_error: Option<OnError>,
@@ -182,6 +184,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> LiveBuilder<T> {
             options,
             format: None,
             yaml_schema: None,
+            deny_unknown: false,
             validate: None,
             on_change: None,
             on_error: None,
@@ -211,6 +214,14 @@ impl<T: DeserializeOwned + Send + Sync + 'static> LiveBuilder<T> {
     /// octal), for `T` and for the events' JSON alike.
     pub fn yaml_schema(mut self, schema: YamlSchema) -> Self {
         self.yaml_schema = Some(schema);
+        self
+    }
+
+    /// Refuses a version holding a field `T` does not have (a typo such as
+    /// `prot: 8080` for `port`), naming its path and where it is. Off by
+    /// default, as in serde, where unknown fields are ignored.
+    pub fn deny_unknown_fields(mut self) -> Self {
+        self.deny_unknown = true;
         self
     }
 
@@ -298,8 +309,12 @@ impl<T: DeserializeOwned + Send + Sync + 'static> LiveBuilder<T> {
         let accepted: Arc<Mutex<Option<T>>> = Arc::default();
         let slot = accepted.clone();
         let check = self.validate;
+        let deny_unknown = self.deny_unknown;
         let validator: Validator = Box::new(move |snapshot, config| {
             let typed: T = selector.deserialize(snapshot, config)?;
+            if deny_unknown {
+                refuse_unknown_fields::<T>(&selector, snapshot, config)?;
+            }
             if let Some(check) = &check {
                 check(&typed).map_err(|reason| Error::Invalid {
                     key: selector.single_key().map(str::to_owned),
@@ -455,6 +470,58 @@ fn every_interval(interval: Duration, stopped: &mpsc::Receiver<()>, mut tick: im
         began = Instant::now();
         tick();
     }
+}
+
+/// A version with a field `T` does not have, refused: the first such
+/// field's path, and the line and column of its name in the key where it
+/// can be found.
+fn refuse_unknown_fields<T: DeserializeOwned>(
+    selector: &Selector,
+    snapshot: &crate::Snapshot,
+    config: &serde_json::Value,
+) -> Result<()> {
+    let mut unknown = Vec::new();
+    // Already known to fit: this pass only collects what T ignored.
+    let _: std::result::Result<T, _> =
+        serde_ignored::deserialize(config, |path| unknown.push(path.to_string()));
+    let Some(path) = unknown.into_iter().next() else {
+        return Ok(());
+    };
+    let key = selector.single_key().map(str::to_owned);
+    let field = path.rsplit('.').next().unwrap_or(&path).to_owned();
+    let at = key
+        .as_deref()
+        .and_then(|k| snapshot.get(k)?.ok())
+        .and_then(|bytes| position_of_name(bytes, &field))
+        .map(|(line, column)| format!(", at line {line} column {column}"))
+        .unwrap_or_default();
+    Err(Error::Invalid {
+        key,
+        version: snapshot.version.clone(),
+        reason: format!("unknown field `{path}`{at} (the config's type has no such field)"),
+    })
+}
+
+/// Where `name` first stands as a field name (followed by `:`, `=` or a
+/// closing quote then `:`), 1-based.
+fn position_of_name(bytes: &[u8], name: &str) -> Option<(usize, usize)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    for (n, line) in text.lines().enumerate() {
+        let mut from = 0;
+        while let Some(i) = line[from..].find(name) {
+            let at = from + i;
+            let rest = line[at + name.len()..].trim_start_matches('"').trim_start();
+            let before = line[..at].trim_end_matches('"').trim_end();
+            let starts_field = before.is_empty()
+                || before.ends_with(['{', ',', '-', '.', '['])
+                || before.chars().all(char::is_whitespace);
+            if starts_field && (rest.starts_with(':') || rest.starts_with('=')) {
+                return Some((n + 1, line[..at].chars().count() + 1));
+            }
+            from = at + name.len();
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -463,3 +463,44 @@ fn builder_over_watch_options() {
         .unwrap();
     assert_eq!(live.get()["server"].port, 4);
 }
+
+/// `deny_unknown_fields` refuses a version with a field the type does not
+/// have (a typo), naming its path, its line and column, and the key; the
+/// last good config stays. Without it, unknown fields are ignored, as serde
+/// does.
+#[test]
+fn deny_unknown_fields_refuses_a_typo_with_its_path_and_position() {
+    let vol = vol!();
+    vol.publish(&[("config.yaml", "name: app\nserver:\n  port: 8080\n")]);
+    let errors = Arc::new(std::sync::Mutex::new(Vec::<Event>::new()));
+    let seen = errors.clone();
+    let live = Live::<Config>::watch(vol.path())
+        .key("config.yaml")
+        .interval(Duration::from_millis(10))
+        .deny_unknown_fields()
+        .on_error(move |e| seen.lock().unwrap().push(e.clone()))
+        .start(DEADLINE)
+        .unwrap();
+    let typo = vol.publish(&[(
+        "config.yaml",
+        "name: app\nserver:\n  port: 8080\n  prot: 9090\n",
+    )]);
+    helper::wait_until("the typo refused", || {
+        errors.lock().unwrap().iter().any(|e| e.version == typo)
+    });
+    let e = errors.lock().unwrap().pop().unwrap();
+    assert_eq!(e.key.as_deref(), Some("config.yaml"));
+    let error = e.error.unwrap();
+    assert!(
+        error.contains("unknown field `server.prot`") && error.contains("at line 4 column 3"),
+        "{error}"
+    );
+    assert_eq!(live.get().server.port, 8080, "the last good config stays");
+
+    // Ignored by default.
+    let lenient = Live::<Config>::watch(vol.path())
+        .key("config.yaml")
+        .start(DEADLINE)
+        .unwrap();
+    assert_eq!(lenient.version(), typo);
+}
