@@ -675,3 +675,119 @@ mod imp {
         Ok(())
     }
 }
+
+/// Races that only a writer working between the walk's look at an entry
+/// (its `lstat`) and the read (its `open`) can bring: driven here through
+/// the walk itself, swapping the entry at exactly that point.
+#[cfg(all(test, unix))]
+mod tests {
+    use std::{fs, path::Path, sync::mpsc, time::Duration};
+
+    use super::*;
+
+    /// Only reached when something is broken (a read blocked on a FIFO).
+    const DEADLINE: Duration = Duration::from_secs(30);
+
+    /// Walks `root` reading every key, calling `swap` with each key after
+    /// the walk has looked at it and before it is opened.
+    fn read_with_swap(root: &Path, swap: &mut dyn FnMut(&str)) -> Entries {
+        let mut entries = Entries::new();
+        imp::walk(root, &mut |key, node| {
+            let Some(node) = node.file() else {
+                return Ok(());
+            };
+            swap(&key);
+            let content = node.read(&key, 1 << 20)?;
+            entries.insert(key, content);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        entries
+    }
+
+    /// Replaces `path` atomically (rename) with what `make` creates beside it.
+    fn swap_in(path: &Path, make: impl FnOnce(&Path)) {
+        let tmp = path.with_file_name("..swap");
+        make(&tmp);
+        fs::rename(&tmp, path).unwrap();
+    }
+
+    fn mkfifo(path: &Path) {
+        rustix::fs::mkfifoat(rustix::fs::CWD, path, 0o644.into()).unwrap();
+    }
+
+    fn refusal(entries: &Entries, key: &str) -> String {
+        match &entries[key] {
+            Ok(bytes) => panic!("{key} was read ({} bytes), not refused", bytes.len()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// The walk on its own thread, within the deadline. If it blocks
+    /// (opening a FIFO no one writes), a writer is opened on `fifo` to let
+    /// it go, and the test fails.
+    fn read_within_deadline(root: &Path, fifo: &Path) -> Entries {
+        let (tx, rx) = mpsc::channel();
+        let (root, fifo) = (root.to_owned(), fifo.to_owned());
+        let fifo_path = fifo.clone();
+        std::thread::spawn(move || {
+            let entries = read_with_swap(&root, &mut |key| {
+                if key == "config.json" {
+                    swap_in(&fifo_path, mkfifo);
+                }
+            });
+            let _ = tx.send(entries);
+        });
+        match rx.recv_timeout(DEADLINE) {
+            Ok(entries) => entries,
+            Err(_) => {
+                let _writer = fs::OpenOptions::new().write(true).open(&fifo);
+                panic!("the read blocked on a FIFO swapped in after the type check");
+            }
+        }
+    }
+
+    #[test]
+    fn a_fifo_swapped_in_after_listing_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("config.json");
+        fs::write(&key, "{}").unwrap();
+        // A FIFO with no writer reads as empty when opened non-blocking:
+        // only the check of what was opened keeps it from being a key.
+        let entries = read_within_deadline(tmp.path(), &key);
+        let reason = refusal(&entries, "config.json");
+        assert!(reason.contains("FIFO"), "{reason}");
+    }
+
+    #[test]
+    fn a_fifo_swapped_in_after_the_type_check_does_not_block() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("config.json");
+        fs::write(&key, "{}").unwrap();
+        fs::write(tmp.path().join("other"), "x").unwrap();
+        let entries = read_within_deadline(tmp.path(), &key);
+        assert!(entries["config.json"].is_err());
+        assert_eq!(
+            entries["other"].as_deref().unwrap(),
+            b"x",
+            "the walk went on"
+        );
+    }
+
+    #[test]
+    fn a_key_swapped_for_a_symlink_after_listing_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("data");
+        fs::create_dir(&root).unwrap();
+        let outside = tmp.path().join("outside");
+        let marker = format!("OUTSIDE-{}", fastrand::u64(..));
+        fs::write(&outside, &marker).unwrap();
+        let key = root.join("config.json");
+        fs::write(&key, "{}").unwrap();
+        let entries = read_with_swap(&root, &mut |_| {
+            swap_in(&key, |p| std::os::unix::fs::symlink(&outside, p).unwrap());
+        });
+        let reason = refusal(&entries, "config.json");
+        assert!(reason.contains("symlink"), "{reason}");
+    }
+}

@@ -18,6 +18,7 @@ mod fuse;
 mod fuzz_replay;
 mod interleave;
 mod live;
+mod mutants;
 mod once;
 mod reader;
 mod readme;
