@@ -364,29 +364,34 @@ mod imp {
     /// file of the new directory before the swap) would read short, as an
     /// "invalid" version. `AT_STATX_FORCE_SYNC` makes the kernel ask the
     /// filesystem again (fuse_update_get_attr), which also drops pages
-    /// cached at the old size. Local filesystems ignore the flag.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn fresh_mode(fd: &OwnedFd) -> rustix::io::Result<u32> {
-        use rustix::fs::{StatxFlags, statx};
-        match statx(
-            fd,
-            c"",
-            AtFlags::EMPTY_PATH | AtFlags::STATX_FORCE_SYNC,
-            StatxFlags::TYPE | StatxFlags::SIZE,
-        ) {
-            Ok(s) => Ok(u32::from(s.stx_mode)),
-            // Kernels before 4.11, and sandboxes whose seccomp filter
-            // predates statx: the cached attributes are all there is.
-            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => fstat(fd).map(|s| s.st_mode),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The opened file's mode (no way to force fresh attributes here).
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    /// cached at the old size. Local filesystems ignore the flag. Elsewhere
+    /// there is no way to force fresh attributes: `fstat`. (One function
+    /// with both bodies, so that the mutation run, on Linux, names only
+    /// code that is built there.)
     #[allow(clippy::unnecessary_cast)]
     fn fresh_mode(fd: &OwnedFd) -> rustix::io::Result<u32> {
-        fstat(fd).map(|s| s.st_mode as u32)
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use rustix::fs::{StatxFlags, statx};
+            match statx(
+                fd,
+                c"",
+                AtFlags::EMPTY_PATH | AtFlags::STATX_FORCE_SYNC,
+                StatxFlags::TYPE | StatxFlags::SIZE,
+            ) {
+                Ok(s) => Ok(u32::from(s.stx_mode)),
+                // Kernels before 4.11, and sandboxes whose seccomp filter
+                // predates statx: the cached attributes are all there is.
+                Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+                    fstat(fd).map(|s| s.st_mode as u32)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            fstat(fd).map(|s| s.st_mode as u32)
+        }
     }
 
     fn kind(s: &Stat) -> Kind {
@@ -553,13 +558,18 @@ mod tests {
     /// Walks `root` reading every key, calling `swap` with each key after
     /// the walk has looked at it and before it is opened.
     fn read_with_swap(root: &Path, swap: &mut dyn FnMut(&str)) -> Entries {
+        read_capped(root, 1 << 20, swap)
+    }
+
+    /// [`read_with_swap`], refusing files over `max` bytes.
+    fn read_capped(root: &Path, max: u64, swap: &mut dyn FnMut(&str)) -> Entries {
         let mut entries = Entries::new();
         imp::walk(root, &mut |key, node| {
             let Some(node) = node.file() else {
                 return Ok(());
             };
             swap(&key);
-            let content = node.read(&key, 1 << 20)?;
+            let content = node.read(&key, max)?;
             entries.insert(key, content);
             Ok(())
         })
@@ -651,5 +661,80 @@ mod tests {
         });
         let reason = refusal(&entries, "config.json");
         assert!(reason.contains("symlink"), "{reason}");
+    }
+
+    /// A key of exactly the cap is read whole, by the size it claims and by
+    /// what it holds.
+    #[test]
+    fn a_key_of_exactly_max_file_size_is_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("k"), vec![b'x'; 1000]).unwrap();
+        let entries = read_capped(tmp.path(), 1000, &mut |_| {});
+        assert_eq!(entries["k"].as_deref().unwrap().len(), 1000);
+        let reason = refusal(&read_capped(tmp.path(), 999, &mut |_| {}), "k");
+        assert!(reason.contains("is 1000 bytes"), "{reason}");
+    }
+
+    /// A file that claims more than the cap is refused by what it claims,
+    /// without being read: the message gives its claimed size.
+    #[test]
+    fn a_sparse_key_over_the_cap_is_refused_without_reading_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::File::create(tmp.path().join("k"))
+            .unwrap()
+            .set_len(2 << 30)
+            .unwrap();
+        let reason = refusal(&read_capped(tmp.path(), 1 << 20, &mut |_| {}), "k");
+        assert!(reason.contains("is 2147483648 bytes"), "{reason}");
+    }
+
+    /// A key that grew past the cap after the walk looked at it (its size
+    /// said it fitted) is refused by the bounded read, which stops at the
+    /// cap and says how much it had.
+    #[test]
+    fn a_key_that_grew_after_listing_is_refused_at_the_cap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("k");
+        fs::write(&key, "small").unwrap();
+        let entries = read_capped(tmp.path(), 1000, &mut |_| {
+            swap_in(&key, |p| fs::write(p, vec![b'x'; 5000]).unwrap());
+        });
+        let reason = refusal(&entries, "k");
+        assert!(reason.contains("is 5000 bytes or more"), "{reason}");
+    }
+
+    fn fingerprint(modified: Option<(i64, u32)>, changed: Option<(i64, u32)>) -> Fingerprint {
+        Fingerprint {
+            key: "k".into(),
+            len: 0,
+            modified,
+            changed,
+            mode: 0,
+            inode: 0,
+            refused: false,
+        }
+    }
+
+    fn at(secs: u64, millis: u64) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)
+    }
+
+    /// Fine timestamps are unconfirmed for 100 ms, whole-second ones for
+    /// 2 s, from the later of mtime and ctime; no timestamp, or a clock
+    /// before 1970, is always unconfirmed.
+    #[test]
+    fn a_fingerprint_is_racy_within_the_timestamp_granularity() {
+        let fine = fingerprint(Some((1000, 500_000_000)), None);
+        assert!(fine.is_racy(at(1000, 599)));
+        assert!(!fine.is_racy(at(1000, 600)));
+        let coarse = fingerprint(Some((1000, 0)), None);
+        assert!(coarse.is_racy(at(1001, 999)));
+        assert!(!coarse.is_racy(at(1002, 0)));
+        // ctime later than mtime (a chmod) counts from the ctime.
+        let chmodded = fingerprint(Some((1000, 500_000_000)), Some((1005, 500_000_000)));
+        assert!(chmodded.is_racy(at(1005, 550)));
+        assert!(!chmodded.is_racy(at(1005, 600)));
+        assert!(fingerprint(None, None).is_racy(at(2000, 0)));
+        assert!(fine.is_racy(std::time::UNIX_EPOCH - Duration::from_secs(1)));
     }
 }

@@ -316,3 +316,86 @@ fn publish_on_linux_swaps_data_with_one_atomic_rename() {
     assert!(on(EventMask::DELETE, "..data").is_empty(), "{seen:?}");
     assert!(on(EventMask::CREATE, "..data").is_empty(), "{seen:?}");
 }
+
+/// The keys read may add up to exactly `max_total_size`; one byte more
+/// refuses the version.
+#[test]
+fn the_total_size_cap_allows_exactly_max_total_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    for i in 0..5 {
+        fs::write(tmp.path().join(format!("k{i}")), vec![b'x'; 1000]).unwrap();
+    }
+    let mut limits = Limits::default();
+    limits.max_total_size = 5000;
+    let snapshot = Volume::with_limits(tmp.path(), limits)
+        .read_plain()
+        .unwrap_or_else(|e| panic!("5000 bytes under a cap of 5000: {e}"));
+    assert_eq!(snapshot.entries.len(), 5);
+    limits.max_total_size = 4999;
+    let err = Volume::with_limits(tmp.path(), limits)
+        .read_plain()
+        .unwrap_err();
+    assert!(err.to_string().contains("--max-total-size"), "{err}");
+}
+
+/// `..data` pointing at a regular file (named like a data directory) is a
+/// bad target, a content error saying so, not a failure to list it.
+#[test]
+fn a_data_target_that_is_a_file_is_refused_as_not_a_directory() {
+    let vol = vol!();
+    vol.publish(&[("config.json", "{}")]);
+    fs::write(vol.path().join("..2020_01_01_00_00_00.1"), "{}").unwrap();
+    vol.point_data_at("..2020_01_01_00_00_00.1");
+    let err = Volume::new(vol.path(), 1 << 20)
+        .read_configmap()
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::BadTarget { reason, .. } if *reason == "is not a directory"),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Content);
+}
+
+/// A plain directory that is not there is "directory does not exist", not
+/// a volume that kept changing.
+#[test]
+fn reading_a_missing_plain_directory_says_it_does_not_exist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = Volume::new(tmp.path().join("absent"), 1 << 20)
+        .read_plain()
+        .unwrap_err();
+    assert!(matches!(err, Error::DirMissing { .. }), "{err}");
+    assert!(err.is_transient());
+}
+
+/// A volume path so long that `<dir>/..data` is over PATH_MAX while the
+/// directory itself is not: `readlink(..data)` fails with ENAMETOOLONG,
+/// standing for the errors (EIO, EACCES) that cannot be made on demand.
+fn volume_whose_data_link_cannot_be_read(tmp: &Path) -> std::path::PathBuf {
+    let mut dir = tmp.to_owned();
+    while dir.as_os_str().len() < 3800 {
+        dir.push("x".repeat(200));
+    }
+    let last = 4090 - dir.as_os_str().len() - 1;
+    dir.push("y".repeat(last));
+    assert_eq!(dir.as_os_str().len(), 4090);
+    fs::create_dir_all(&dir).unwrap();
+    let handle = fs::File::open(&dir).unwrap();
+    rustix::fs::mkdirat(&handle, "..2020_01_01_00_00_00.1", 0o755.into()).unwrap();
+    rustix::fs::symlinkat("..2020_01_01_00_00_00.1", &handle, "..data").unwrap();
+    dir
+}
+
+/// `readlink(..data)` failing for any reason but "no such file", "not a
+/// directory" or "not a link" is a passing fault naming its cause: never
+/// "..data is not a symlink" (a content error) nor "..data is missing".
+#[test]
+fn a_data_link_that_cannot_be_read_is_a_passing_fault_not_a_non_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = volume_whose_data_link_cannot_be_read(tmp.path());
+    let err = Volume::new(&dir, 1 << 20).read_configmap().unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    let chain = err.chain();
+    assert!(chain.contains("too long"), "the real cause: {chain}");
+    assert!(!chain.contains("not a symlink"), "{chain}");
+}
