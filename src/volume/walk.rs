@@ -377,7 +377,7 @@ mod imp {
                 fd,
                 c"",
                 AtFlags::EMPTY_PATH | AtFlags::STATX_FORCE_SYNC,
-                StatxFlags::TYPE | StatxFlags::SIZE,
+                StatxFlags::TYPE.union(StatxFlags::SIZE),
             ) {
                 Ok(s) => Ok(u32::from(s.stx_mode)),
                 // Kernels before 4.11, and sandboxes whose seccomp filter
@@ -411,7 +411,7 @@ mod imp {
         }
     }
 
-    fn open_dir(parent: Option<&OwnedFd>, name: &CStr) -> io::Result<OwnedFd> {
+    pub(super) fn open_dir(parent: Option<&OwnedFd>, name: &CStr) -> io::Result<OwnedFd> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         Ok(match parent {
             // By one name under a handle: never through a symlink.
@@ -550,6 +550,8 @@ mod imp;
 mod tests {
     use std::{fs, path::Path, sync::mpsc, time::Duration};
 
+    use rustix::fs::FileType;
+
     use super::*;
 
     /// Only reached when something is broken (a read blocked on a FIFO).
@@ -661,6 +663,59 @@ mod tests {
         });
         let reason = refusal(&entries, "config.json");
         assert!(reason.contains("symlink"), "{reason}");
+    }
+
+    /// A directory is opened by one name under its parent's handle, only
+    /// if it is a directory (O_DIRECTORY) and never through a symlink
+    /// (O_NOFOLLOW): what was swapped in after the walk's look fails.
+    #[test]
+    fn a_directory_is_opened_only_if_it_is_one_and_never_through_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir(tmp.path().join("dir")).unwrap();
+        fs::write(tmp.path().join("file"), "x").unwrap();
+        std::os::unix::fs::symlink("dir", tmp.path().join("link")).unwrap();
+        let root = imp::open_dir(
+            None,
+            &std::ffi::CString::new(tmp.path().as_os_str().as_encoded_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert!(imp::open_dir(Some(&root), c"dir").is_ok());
+        // ENOTDIR for both on Linux (O_DIRECTORY is checked first), ELOOP
+        // for the link elsewhere: the walk starts over on either.
+        for name in [c"file", c"link"] {
+            let err = imp::open_dir(Some(&root), name).expect_err("opened");
+            assert!(
+                [rustix::io::Errno::NOTDIR, rustix::io::Errno::LOOP]
+                    .iter()
+                    .any(|errno| err.raw_os_error() == Some(errno.raw_os_error())),
+                "{name:?}: {err}"
+            );
+        }
+    }
+
+    /// Sockets and devices are refused, each named for what it is.
+    #[test]
+    fn sockets_and_devices_are_refused_as_what_they_are() {
+        let tmp = tempfile::tempdir().unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(tmp.path().join("sock")).unwrap();
+        let device = rustix::fs::mknodat(
+            rustix::fs::CWD,
+            tmp.path().join("null"),
+            FileType::CharacterDevice,
+            0o644.into(),
+            rustix::fs::makedev(1, 3),
+        );
+        let entries = read_with_swap(tmp.path(), &mut |_| {});
+        let reason = refusal(&entries, "sock");
+        assert!(reason.contains("is a socket"), "{reason}");
+        match device {
+            Ok(()) => {
+                let reason = refusal(&entries, "null");
+                assert!(reason.contains("is a device"), "{reason}");
+            }
+            // Without CAP_MKNOD (not root, or a container without it).
+            Err(e) => eprintln!("SKIPPED the device case: mknod: {e}"),
+        }
     }
 
     /// A key of exactly the cap is read whole, by the size it claims and by

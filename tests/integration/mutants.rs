@@ -399,3 +399,19 @@ fn a_data_link_that_cannot_be_read_is_a_passing_fault_not_a_non_link() {
     assert!(chain.contains("too long"), "the real cause: {chain}");
     assert!(!chain.contains("not a symlink"), "{chain}");
 }
+
+/// After `select_keys`, `select_all` reads every key again.
+#[test]
+fn select_all_reads_every_key_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("a"), "1").unwrap();
+    fs::write(tmp.path().join("b"), "2").unwrap();
+    let mut volume = Volume::new(tmp.path(), 1 << 20);
+    volume.select_keys(vec!["a".into()]);
+    let snapshot = volume.read_plain().unwrap();
+    assert_eq!(snapshot.entries.keys().collect::<Vec<_>>(), ["a"]);
+    assert_eq!(snapshot.names, ["a", "b"], "every key is listed");
+    volume.select_all();
+    let snapshot = volume.read_plain().unwrap();
+    assert_eq!(snapshot.entries.keys().collect::<Vec<_>>(), ["a", "b"]);
+}
