@@ -415,3 +415,109 @@ fn select_all_reads_every_key_again() {
     let snapshot = volume.read_plain().unwrap();
     assert_eq!(snapshot.entries.keys().collect::<Vec<_>>(), ["a", "b"]);
 }
+
+/// `repair` removes only the kubelet's leftovers: a directory that is not
+/// a data directory, a file named like one, and the live version stay.
+#[test]
+fn repair_removes_only_orphaned_data_directories() {
+    let vol = vol!();
+    vol.publish(&[("config.json", "{}")]);
+    let outcome = vol.publish_with_hook(&[("config.json", "[]")], Swap::Rename, |step| {
+        if step == Step::FilesWritten {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    let Outcome::Interrupted { version, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    fs::create_dir(vol.path().join("not-ours")).unwrap();
+    fs::write(vol.path().join("..2020_01_01_00_00_00.1"), "a file").unwrap();
+    let live = vol.target();
+    assert_eq!(vol.writer.repair().unwrap(), [version]);
+    for kept in [
+        "not-ours",
+        "..2020_01_01_00_00_00.1",
+        "..data",
+        live.as_str(),
+    ] {
+        assert!(
+            fs::symlink_metadata(vol.path().join(kept)).is_ok(),
+            "{kept} was removed"
+        );
+    }
+}
+
+/// A `..data_tmp` that is a directory is not a link the kubelet left:
+/// `repair` refuses it, saying so, rather than removing it or claiming it
+/// did.
+#[test]
+fn repair_refuses_a_data_tmp_that_is_a_directory() {
+    let vol = vol!();
+    vol.publish(&[("config.json", "{}")]);
+    let tmp_link = vol.path().join("..data_tmp");
+    fs::create_dir(&tmp_link).unwrap();
+    let err = vol.writer.repair().unwrap_err();
+    assert!(err.to_string().contains("..data_tmp"), "{err}");
+    assert!(tmp_link.is_dir(), "removed");
+}
+
+/// The old data directory already gone at step 10 (removed by someone
+/// else meanwhile) is not an error: the write is done.
+#[test]
+fn an_old_data_directory_already_gone_at_the_last_step_is_not_an_error() {
+    let vol = vol!();
+    let v1 = vol.publish(&[("config.json", "1")]);
+    let old = vol.path().join(&v1);
+    let payload = payload(&[("config.json", "2")]);
+    let outcome = vol
+        .writer
+        .write_with_hook(&payload, |step| {
+            if step == Step::LinksRemoved {
+                fs::remove_dir_all(&old).unwrap();
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(outcome, Outcome::Written { .. }), "{outcome:?}");
+}
+
+/// A data directory that cannot be made (here its path is over PATH_MAX)
+/// is an error at once, not a name to retry forever.
+#[test]
+fn a_data_directory_that_cannot_be_made_is_an_error_not_a_retry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut dir = tmp.path().to_owned();
+    while dir.as_os_str().len() < 3800 {
+        dir.push("x".repeat(200));
+    }
+    let last = 4080 - dir.as_os_str().len() - 1;
+    dir.push("y".repeat(last));
+    fs::create_dir_all(&dir).unwrap();
+    let writer = configmapwatch::AtomicWriter::new(&dir);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(writer.write(&payload(&[("k", "v")])).map(|_| ()));
+    });
+    let result = rx
+        .recv_timeout(crate::helper::DEADLINE)
+        .expect("the writer kept retrying");
+    let err = result.unwrap_err();
+    assert!(err.chain().contains("too long"), "{}", err.chain());
+}
+
+/// Files get their mode and the data directory 0755 whatever the umask
+/// (the kubelet chmods after creating, as the writer does).
+#[test]
+fn modes_are_set_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let vol = vol!();
+    let mut p = payload(&[("open", "x")]);
+    p.set_mode("open", 0o666);
+    vol.write(&p);
+    let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&vol.data_dir()), 0o755);
+    assert_eq!(mode(&vol.data_dir().join("open")), 0o666);
+}
