@@ -521,3 +521,35 @@ fn modes_are_set_whatever_the_umask() {
     assert_eq!(mode(&vol.data_dir()), 0o755);
     assert_eq!(mode(&vol.data_dir().join("open")), 0o666);
 }
+
+/// A volume path that is a regular file is refused as "not a directory",
+/// before anything is read or written.
+#[test]
+fn the_writer_refuses_a_volume_path_that_is_a_file() {
+    let vol = Vol::new();
+    fs::write(vol.path(), "a file").unwrap();
+    let err = vol
+        .writer
+        .write(&payload(&[("config.json", "{}")]))
+        .unwrap_err();
+    assert!(err.to_string().contains("is not a directory"), "{err}");
+    assert_eq!(fs::read_to_string(vol.path()).unwrap(), "a file");
+}
+
+/// The Windows swap's first write: there is no `..data` to remove yet,
+/// which is not an error.
+#[test]
+fn a_first_write_with_the_windows_swap_succeeds() {
+    let vol = vol!();
+    let outcome = vol.publish_with_hook(&[("config.json", "1")], Swap::RemoveThenCreate, |_| {
+        ControlFlow::Continue(())
+    });
+    assert!(
+        matches!(&outcome, Outcome::Written { previous: None, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(vol.path().join("config.json")).unwrap(),
+        "1"
+    );
+}
