@@ -61,7 +61,8 @@ pub enum Layout {
 }
 
 /// The points inside a consistent read at which
-/// [`Volume::read_configmap_with_hook`] calls its hook: where a writer
+/// [`Volume::read_configmap_with_hook`] calls its hook (and
+/// [`Volume::read_plain_with_hook`], after each key): where a writer
 /// running at the same moment could interleave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadStep {
@@ -307,8 +308,17 @@ impl Volume {
     /// Reads a plain directory: every regular file below it (the selected
     /// ones), with a content hash of what was read as the version.
     pub fn read_plain(&mut self) -> Result<Snapshot> {
+        self.read_plain_with_hook(&mut |_| {})
+    }
+
+    /// [`read_plain`](Self::read_plain), calling `hook` with
+    /// [`ReadStep::KeyRead`] after each key: tests use it to change the
+    /// directory in the middle of a read.
+    pub fn read_plain_with_hook(&mut self, hook: &mut dyn FnMut(ReadStep)) -> Result<Snapshot> {
         for _ in 0..READ_ATTEMPTS {
-            match walk::read(&self.dir, self.select(), self.limits, true, &mut || {}) {
+            match walk::read(&self.dir, self.select(), self.limits, true, &mut || {
+                hook(ReadStep::KeyRead)
+            }) {
                 Ok(walked) => {
                     return Ok(Snapshot {
                         version: plain_version(&walked.entries),

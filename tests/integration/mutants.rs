@@ -553,3 +553,25 @@ fn a_first_write_with_the_windows_swap_succeeds() {
         "1"
     );
 }
+
+/// A plain directory's file deleted in the middle of a read (listed, then
+/// gone) sends the read round again; the directory is still there, so it
+/// is never "directory does not exist".
+#[test]
+fn a_plain_file_deleted_mid_read_is_read_again_not_a_missing_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    for key in ["a", "b", "c"] {
+        fs::write(tmp.path().join(key), key).unwrap();
+    }
+    let mut deleted = false;
+    let snapshot = Volume::new(tmp.path(), 1 << 20)
+        .read_plain_with_hook(&mut |step| {
+            if step == ReadStep::KeyRead && !deleted {
+                fs::remove_file(tmp.path().join("c")).unwrap();
+                deleted = true;
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(deleted);
+    assert_eq!(snapshot.names, ["a", "b"]);
+}
