@@ -693,6 +693,26 @@ mod tests {
         }
     }
 
+    /// Only the selected keys are read; every key is listed.
+    #[test]
+    fn only_the_selected_keys_are_read_and_all_are_listed() {
+        let tmp = tempfile::tempdir().unwrap();
+        for key in ["a", "b", "c"] {
+            fs::write(tmp.path().join(key), key).unwrap();
+        }
+        let keys = ["a".to_owned(), "c".to_owned()];
+        let walked = read(
+            tmp.path(),
+            Select::Keys(&keys),
+            Limits::default(),
+            true,
+            &mut || {},
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(walked.entries.keys().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(walked.names, ["a", "b", "c"]);
+    }
+
     /// Sockets and devices are refused, each named for what it is.
     #[test]
     fn sockets_and_devices_are_refused_as_what_they_are() {
