@@ -621,8 +621,15 @@ mod tests {
         });
         match rx.recv_timeout(DEADLINE) {
             Ok(entries) => entries,
-            Err(_) => {
-                let _writer = fs::OpenOptions::new().write(true).open(&fifo);
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the read panicked"),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Non-blocking: with no reader blocked in open, this fails
+                // (ENXIO) instead of waiting for one.
+                let _writer = rustix::fs::open(
+                    &fifo,
+                    rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::NONBLOCK,
+                    rustix::fs::Mode::empty(),
+                );
                 panic!("the read blocked on a FIFO swapped in after the type check");
             }
         }
