@@ -700,6 +700,39 @@ mod tests {
         }
     }
 
+    /// Each refusal for its own reason, and the length limits at their
+    /// boundaries: 4096 characters a key, 255 an element.
+    #[test]
+    fn keys_are_refused_for_their_own_reason_at_the_kubelet_limits() {
+        let reason = |key: &str| match validate_key(key) {
+            Err(Error::InvalidKey { reason, .. }) => reason,
+            other => panic!("{key:?}: {other:?}"),
+        };
+        assert_eq!(reason(""), "empty");
+        for absolute in ["/a", "\\a", "C:a"] {
+            assert_eq!(reason(absolute), "must be a relative path", "{absolute:?}");
+        }
+        assert_eq!(reason("..a"), "must not start with '..'");
+        assert_eq!(reason("a\\b"), "must not contain '\\' or NUL");
+        assert_eq!(reason("a\0b"), "must not contain '\\' or NUL");
+        // validate_key is public: it refuses what clean_key would clean.
+        assert_eq!(reason("a//b"), "has an empty or '.' path element");
+        assert_eq!(reason("a/./b"), "has an empty or '.' path element");
+        assert_eq!(reason("a/../b"), "must not contain a '..' element");
+        let element = "x".repeat(255);
+        assert!(validate_key(&element).is_ok());
+        assert!(validate_key(&format!("a/{element}")).is_ok());
+        assert_eq!(
+            reason(&format!("a/{element}x")),
+            "has a path element longer than 255 characters"
+        );
+        // 15 elements of 255, one of 254 and one of 1, with 16 slashes.
+        let key = format!("{}/{}/x", [element.as_str(); 15].join("/"), "y".repeat(254));
+        assert_eq!(key.len(), 4096);
+        assert!(validate_key(&key).is_ok(), "4096 characters");
+        assert_eq!(reason(&format!("{key}x")), "longer than 4096 characters");
+    }
+
     #[test]
     fn keys_are_cleaned_before_validation_as_the_kubelet_does() {
         assert_eq!(clean_key("a//b"), "a/b");

@@ -140,32 +140,56 @@ mod tests {
     }
 
     #[test]
-    fn refuses_everything_else() {
-        for bad in [
-            "/etc",
-            "../outside",
-            "..a/b",
-            "..",
-            ".",
-            "",
-            "..data",
-            "..data_tmp",
-            "plain",
-            "C:\\x",
-            "..a\\b",
+    fn refuses_everything_else_saying_why() {
+        for (bad, why) in [
+            ("/etc", "absolute paths are never followed"),
+            ("\\x", "absolute paths are never followed"),
+            ("C:\\x", "absolute paths are never followed"),
+            ("C:x", "absolute paths are never followed"),
+            ("../outside", "must be a single path component"),
+            ("..a/b", "must be a single path component"),
+            ("..a\\b", "must be a single path component"),
+            ("..", "points outside the volume"),
+            (".", "points outside the volume"),
+            ("", "empty target"),
+            ("..data", "points to itself (a symlink loop)"),
+            ("..data_tmp", "points to the writer's temporary link"),
+            ("plain", "kubelet data directories start with '..'"),
+            (".x", "kubelet data directories start with '..'"),
             // Names that would be code or a forged line if ever printed
             // or put in a command.
-            "..x$(touch pwned)",
-            "..x`id`",
-            "..x;id",
-            "..x'q",
-            "..x y",
-            "..x\nchange ..forged",
-            "..x\u{1b}[2J",
+            (
+                "..x$(touch pwned)",
+                "has characters a kubelet data directory name never has (only letters, digits, '_', '.' and '-')",
+            ),
+            (
+                "..x`id`",
+                "has characters a kubelet data directory name never has (only letters, digits, '_', '.' and '-')",
+            ),
+            (
+                "..x;id",
+                "has characters a kubelet data directory name never has (only letters, digits, '_', '.' and '-')",
+            ),
+            (
+                "..x'q",
+                "has characters a kubelet data directory name never has (only letters, digits, '_', '.' and '-')",
+            ),
+            (
+                "..x y",
+                "has characters a kubelet data directory name never has (only letters, digits, '_', '.' and '-')",
+            ),
+            (
+                "..x\nchange ..forged",
+                "has characters a kubelet data directory name never has (only letters, digits, '_', '.' and '-')",
+            ),
+            (
+                "..x\u{1b}[2J",
+                "has characters a kubelet data directory name never has (only letters, digits, '_', '.' and '-')",
+            ),
         ] {
-            assert!(check_target(bad.as_bytes()).is_err(), "{bad:?} accepted");
+            assert_eq!(check_target(bad.as_bytes()), Err(why), "{bad:?}");
         }
-        assert!(check_target(b"..\xff").is_err());
+        assert_eq!(check_target(b"..\xff"), Err("not valid UTF-8"));
     }
 
     #[cfg(unix)]
@@ -181,6 +205,21 @@ mod tests {
         assert_eq!(link.read().unwrap(), LinkRead::NotALink);
         std::fs::remove_file(dir.path().join("..data")).unwrap();
         std::os::unix::fs::symlink("..".repeat(200), dir.path().join("..data")).unwrap();
+        assert_eq!(link.read().unwrap(), LinkRead::TooLong);
+    }
+
+    /// The longest name a filesystem allows (255 bytes) is a target like
+    /// any other; one byte more is never a kubelet name.
+    #[cfg(unix)]
+    #[test]
+    fn a_255_byte_target_is_read_and_256_bytes_is_too_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut link = DataLink::new(dir.path());
+        let longest = format!("..{}", "x".repeat(253));
+        std::os::unix::fs::symlink(&longest, dir.path().join("..data")).unwrap();
+        assert_eq!(link.read().unwrap(), LinkRead::Target(longest.as_bytes()));
+        std::fs::remove_file(dir.path().join("..data")).unwrap();
+        std::os::unix::fs::symlink(format!("{longest}x"), dir.path().join("..data")).unwrap();
         assert_eq!(link.read().unwrap(), LinkRead::TooLong);
     }
 }

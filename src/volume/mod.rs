@@ -93,7 +93,8 @@ pub(crate) enum DataEntry {
 }
 
 /// The points inside a consistent read at which
-/// [`Volume::read_configmap_with_hook`] calls its hook: where a writer
+/// [`Volume::read_configmap_with_hook`] calls its hook (and
+/// [`Volume::read_plain_with_hook`], after each key): where a writer
 /// running at the same moment could interleave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadStep {
@@ -382,6 +383,13 @@ impl Volume {
         self.read_plain_in(PlainRoot::Dir)
     }
 
+    /// [`read_plain`](Self::read_plain), calling `hook` with
+    /// [`ReadStep::KeyRead`] after each key: tests use it to change the
+    /// directory in the middle of a read.
+    pub fn read_plain_with_hook(&mut self, hook: &mut dyn FnMut(ReadStep)) -> Result<Snapshot> {
+        self.read_plain_in_with_hook(PlainRoot::Dir, hook)
+    }
+
     /// The directory plain mode walks from `root`.
     fn plain_dir(&self, root: PlainRoot) -> &Path {
         match root {
@@ -393,6 +401,14 @@ impl Volume {
     /// [`read_plain`](Self::read_plain) of the directory or of its
     /// `..data`.
     pub(crate) fn read_plain_in(&mut self, root: PlainRoot) -> Result<Snapshot> {
+        self.read_plain_in_with_hook(root, &mut |_| {})
+    }
+
+    fn read_plain_in_with_hook(
+        &mut self,
+        root: PlainRoot,
+        hook: &mut dyn FnMut(ReadStep),
+    ) -> Result<Snapshot> {
         let dir = self.plain_dir(root);
         for _ in 0..READ_ATTEMPTS {
             match walk::read(
@@ -401,7 +417,7 @@ impl Volume {
                 self.select(),
                 self.limits,
                 true,
-                &mut || {},
+                &mut || hook(ReadStep::KeyRead),
             ) {
                 Ok(walked) => {
                     return Ok(Snapshot {
@@ -474,4 +490,85 @@ fn plain_version(entries: &Entries) -> String {
         hasher.update(&[0]);
     }
     format!("plain-{:016x}", hasher.digest())
+}
+
+/// The consistent read against a volume written by the kubelet-style
+/// writer. The integration suite covers every interleaving; these fail in
+/// a second when the read itself is broken (and so keep a mutation run's
+/// cost low: the unit tests run first).
+#[cfg(test)]
+#[cfg(unix)]
+mod tests {
+    use super::*;
+    use crate::{AtomicWriter, Outcome, Payload};
+
+    fn written(files: &[(&str, &str)]) -> (tempfile::TempDir, String) {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut payload = Payload::new();
+        for (key, data) in files {
+            payload.insert(key, *data).unwrap();
+        }
+        let Outcome::Written { version, .. } =
+            AtomicWriter::new(tmp.path()).write(&payload).unwrap()
+        else {
+            panic!("nothing written")
+        };
+        (tmp, version)
+    }
+
+    #[test]
+    fn a_quiet_volume_is_read_in_one_attempt() {
+        let (tmp, version) = written(&[("a.json", "1"), ("dir/b", "2")]);
+        let mut volume = Volume::new(tmp.path(), 1 << 20);
+        let mut targets_read = 0;
+        let snapshot = volume
+            .read_configmap_with_hook(&mut |step| {
+                targets_read += usize::from(step == ReadStep::TargetRead)
+            })
+            .unwrap();
+        assert_eq!(targets_read, 1);
+        assert_eq!(snapshot.version, version);
+        assert_eq!(snapshot.layout, Layout::ConfigMap);
+        assert_eq!(snapshot.names, ["a.json", "dir/b"]);
+        assert_eq!(snapshot.get("a.json").unwrap().unwrap(), b"1");
+        assert_eq!(snapshot.get("dir/b").unwrap().unwrap(), b"2");
+        assert!(snapshot.get("c").is_none());
+        assert_eq!(volume.layout(), Layout::ConfigMap);
+        assert_eq!(volume.snapshot().unwrap().version, version);
+    }
+
+    #[test]
+    fn data_pointing_at_a_missing_directory_is_a_bad_target() {
+        let (tmp, _) = written(&[("a.json", "1")]);
+        let link = tmp.path().join("..data");
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink("..missing", &link).unwrap();
+        let err = Volume::new(tmp.path(), 1 << 20)
+            .read_configmap()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::BadTarget { target, reason, .. }
+                if target == "..missing" && *reason == "points to a missing directory"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_plain_directory_and_a_missing_one_are_told_apart() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("k"), "v").unwrap();
+        let mut plain = Volume::new(tmp.path(), 1 << 20);
+        assert_eq!(plain.layout(), Layout::Plain);
+        let snapshot = plain.snapshot().unwrap();
+        assert_eq!(snapshot.layout, Layout::Plain);
+        assert!(
+            snapshot.version.starts_with("plain-"),
+            "{}",
+            snapshot.version
+        );
+        assert_eq!(snapshot.version.len(), "plain-".len() + 16);
+        let mut missing = Volume::new(tmp.path().join("absent"), 1 << 20);
+        assert_eq!(missing.layout(), Layout::Missing);
+        assert!(matches!(missing.snapshot(), Err(Error::DirMissing { .. })));
+    }
 }

@@ -379,29 +379,34 @@ mod imp {
     /// file of the new directory before the swap) would read short, as an
     /// "invalid" version. `AT_STATX_FORCE_SYNC` makes the kernel ask the
     /// filesystem again (fuse_update_get_attr), which also drops pages
-    /// cached at the old size. Local filesystems ignore the flag.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn fresh_mode(fd: &OwnedFd) -> rustix::io::Result<u32> {
-        use rustix::fs::{StatxFlags, statx};
-        match statx(
-            fd,
-            c"",
-            AtFlags::EMPTY_PATH | AtFlags::STATX_FORCE_SYNC,
-            StatxFlags::TYPE | StatxFlags::SIZE,
-        ) {
-            Ok(s) => Ok(u32::from(s.stx_mode)),
-            // Kernels before 4.11, and sandboxes whose seccomp filter
-            // predates statx: the cached attributes are all there is.
-            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => fstat(fd).map(|s| s.st_mode),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The opened file's mode (no way to force fresh attributes here).
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    /// cached at the old size. Local filesystems ignore the flag. Elsewhere
+    /// there is no way to force fresh attributes: `fstat`. (One function
+    /// with both bodies, so that the mutation run, on Linux, names only
+    /// code that is built there.)
     #[allow(clippy::unnecessary_cast)]
     fn fresh_mode(fd: &OwnedFd) -> rustix::io::Result<u32> {
-        fstat(fd).map(|s| s.st_mode as u32)
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use rustix::fs::{StatxFlags, statx};
+            match statx(
+                fd,
+                c"",
+                AtFlags::EMPTY_PATH | AtFlags::STATX_FORCE_SYNC,
+                StatxFlags::TYPE.union(StatxFlags::SIZE),
+            ) {
+                Ok(s) => Ok(u32::from(s.stx_mode)),
+                // Kernels before 4.11, and sandboxes whose seccomp filter
+                // predates statx: the cached attributes are all there is.
+                Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+                    fstat(fd).map(|s| s.st_mode as u32)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            fstat(fd).map(|s| s.st_mode as u32)
+        }
     }
 
     fn kind(s: &Stat) -> Kind {
@@ -476,7 +481,7 @@ mod imp {
         }
     }
 
-    fn open_dir(parent: Option<&OwnedFd>, name: &CStr) -> io::Result<OwnedFd> {
+    pub(super) fn open_dir(parent: Option<&OwnedFd>, name: &CStr) -> io::Result<OwnedFd> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         Ok(match parent {
             // By one name under a handle: never through a symlink.
@@ -610,154 +615,296 @@ mod imp {
     }
 }
 
+// Elsewhere (Windows): paths, in their own file, which the mutation run
+// (scripts/mutants) leaves out: it runs on Linux, where this is not built.
 #[cfg(not(unix))]
-mod imp {
-    //! Paths, with the opened file checked: Windows has no handle-relative
-    //! open in std. Symlinks are refused by their metadata and by what was
-    //! opened.
+#[path = "walk_windows.rs"]
+mod imp;
 
-    use std::{
-        fs, io,
-        path::{Path, PathBuf},
-    };
+/// Races that only a writer working between the walk's look at an entry
+/// (its `lstat`) and the read (its `open`) can bring: driven here through
+/// the walk itself, swapping the entry at exactly that point.
+#[cfg(test)]
+#[cfg(unix)]
+mod tests {
+    use std::{fs, path::Path, sync::mpsc, time::Duration};
 
-    use super::{
-        Fingerprint, Kind, RootLink, WalkError, describe, read_bounded, read_fault, too_deep,
-    };
-    use crate::Error;
+    use super::*;
 
-    pub(crate) struct Node<'a> {
-        path: PathBuf,
-        meta: fs::Metadata,
-        bad_name: bool,
-        _lifetime: std::marker::PhantomData<&'a ()>,
+    /// Only reached when something is broken (a read blocked on a FIFO).
+    const DEADLINE: Duration = Duration::from_secs(30);
+
+    /// Walks `root` reading every key, calling `swap` with each key after
+    /// the walk has looked at it and before it is opened.
+    fn read_with_swap(root: &Path, swap: &mut dyn FnMut(&str)) -> Entries {
+        read_capped(root, 1 << 20, swap)
     }
 
-    fn kind(meta: &fs::Metadata) -> Kind {
-        let t = meta.file_type();
-        if t.is_symlink() {
-            Kind::Symlink
-        } else if t.is_dir() {
-            Kind::Dir
-        } else if t.is_file() {
-            Kind::File
-        } else {
-            Kind::Other
-        }
+    /// [`read_with_swap`], refusing files over `max` bytes.
+    fn read_capped(root: &Path, max: u64, swap: &mut dyn FnMut(&str)) -> Entries {
+        let mut entries = Entries::new();
+        imp::walk(root, RootLink::Follow, &mut |key, node| {
+            let Some(node) = node.file() else {
+                return Ok(());
+            };
+            swap(&key);
+            let content = node.read(&key, max)?;
+            entries.insert(key, content);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        entries
     }
 
-    impl Node<'_> {
-        pub(crate) fn file(self) -> Option<Self> {
-            (kind(&self.meta) != Kind::Dir).then_some(self)
-        }
+    /// Replaces `path` atomically (rename) with what `make` creates beside it.
+    fn swap_in(path: &Path, make: impl FnOnce(&Path)) {
+        let tmp = path.with_file_name("..swap");
+        make(&tmp);
+        fs::rename(&tmp, path).unwrap();
+    }
 
-        pub(crate) fn fingerprint(&self, key: &str) -> Fingerprint {
-            let stamp = |t: io::Result<std::time::SystemTime>| {
-                t.ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| (d.as_secs() as i64, d.subsec_nanos()))
-            };
-            Fingerprint {
-                key: key.to_owned(),
-                len: self.meta.len(),
-                modified: stamp(self.meta.modified()),
-                changed: stamp(self.meta.created()),
-                mode: u32::from(self.meta.permissions().readonly()),
-                inode: 0,
-                refused: self.bad_name || kind(&self.meta) != Kind::File,
-            }
-        }
+    fn mkfifo(path: &Path) {
+        #[cfg(target_os = "linux")]
+        rustix::fs::mkfifoat(rustix::fs::CWD, path, 0o644.into()).unwrap();
+        #[cfg(not(target_os = "linux"))]
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(path)
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
 
-        pub(crate) fn read(
-            &self,
-            key: &str,
-            max: u64,
-        ) -> Result<Result<Vec<u8>, Error>, WalkError> {
-            let refuse = |kind| {
-                Ok(Err(Error::Refused {
-                    key: key.to_owned(),
-                    reason: describe(kind).into(),
-                }))
-            };
-            if self.bad_name {
-                return Ok(Err(Error::Refused {
-                    key: key.to_owned(),
-                    reason: "name is not valid UTF-8".into(),
-                }));
-            }
-            if kind(&self.meta) != Kind::File {
-                return refuse(kind(&self.meta));
-            }
-            if self.meta.len() > max {
-                return Ok(Err(super::too_large(key, self.meta.len(), max)));
-            }
-            let file = fs::File::open(&self.path).map_err(|e| read_fault(key, &self.path, e))?;
-            match file.metadata() {
-                Ok(m) if !m.is_file() => return refuse(Kind::Other),
-                Ok(_) => {}
-                Err(e) => return Err(read_fault(key, &self.path, e)),
-            }
-            read_bounded(file, key, max).map_err(|e| read_fault(key, &self.path, e))
+    fn refusal(entries: &Entries, key: &str) -> String {
+        match &entries[key] {
+            Ok(bytes) => panic!("{key} was read ({} bytes), not refused", bytes.len()),
+            Err(e) => e.to_string(),
         }
     }
 
-    /// Windows walks by path: the data directory was checked with
-    /// `symlink_metadata` just before (not a reparse point), and what is
-    /// opened below it is checked again; a swap in between is the window
-    /// handles close on Unix.
-    pub(crate) fn walk(
-        root: &Path,
-        _root_link: RootLink,
-        visit: &mut dyn FnMut(String, Node<'_>) -> Result<(), WalkError>,
-    ) -> Result<(), WalkError> {
-        let mut stack = vec![(root.to_owned(), String::new(), 0usize)];
-        while let Some((dir, prefix, depth)) = stack.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(WalkError::Vanished),
-                Err(e) => return Err(Error::io(&dir, "cannot list directory", e).into()),
-            };
-            for entry in entries {
-                let entry = match entry {
-                    Ok(entry) => entry,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        return Err(WalkError::Vanished);
-                    }
-                    Err(e) => return Err(Error::io(&dir, "cannot list directory", e).into()),
-                };
-                let raw = entry.file_name();
-                let lossy = raw.to_string_lossy();
-                if lossy.starts_with("..") {
-                    continue;
+    /// The walk on its own thread, within the deadline. If it blocks
+    /// (opening a FIFO no one writes), a writer is opened on `fifo` to let
+    /// it go, and the test fails.
+    fn read_within_deadline(root: &Path, fifo: &Path) -> Entries {
+        let (tx, rx) = mpsc::channel();
+        let (root, fifo) = (root.to_owned(), fifo.to_owned());
+        let fifo_path = fifo.clone();
+        std::thread::spawn(move || {
+            let entries = read_with_swap(&root, &mut |key| {
+                if key == "config.json" {
+                    swap_in(&fifo_path, mkfifo);
                 }
-                let key = if prefix.is_empty() {
-                    lossy.to_string()
-                } else {
-                    format!("{prefix}/{lossy}")
-                };
-                let bad_name = raw.to_str().is_none();
-                let path = entry.path();
-                let meta = match fs::symlink_metadata(&path) {
-                    Ok(m) => m,
-                    Err(e) => return Err(read_fault(&key, &path, e)),
-                };
-                if meta.is_dir() {
-                    if depth >= super::MAX_DEPTH {
-                        return Err(too_deep(root, &key));
-                    }
-                    stack.push((path.clone(), key.clone(), depth + 1));
-                }
-                visit(
-                    key,
-                    Node {
-                        path,
-                        meta,
-                        bad_name,
-                        _lifetime: std::marker::PhantomData,
-                    },
-                )?;
+            });
+            let _ = tx.send(entries);
+        });
+        match rx.recv_timeout(DEADLINE) {
+            Ok(entries) => entries,
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the read panicked"),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Non-blocking: with no reader blocked in open, this fails
+                // (ENXIO) instead of waiting for one.
+                let _writer = rustix::fs::open(
+                    &fifo,
+                    rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::NONBLOCK,
+                    rustix::fs::Mode::empty(),
+                );
+                panic!("the read blocked on a FIFO swapped in after the type check");
             }
         }
-        Ok(())
+    }
+
+    #[test]
+    fn a_fifo_swapped_in_after_listing_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("config.json");
+        fs::write(&key, "{}").unwrap();
+        // A FIFO with no writer reads as empty when opened non-blocking:
+        // only the check of what was opened keeps it from being a key.
+        let entries = read_within_deadline(tmp.path(), &key);
+        let reason = refusal(&entries, "config.json");
+        assert!(reason.contains("FIFO"), "{reason}");
+    }
+
+    #[test]
+    fn a_fifo_swapped_in_after_the_type_check_does_not_block() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("config.json");
+        fs::write(&key, "{}").unwrap();
+        fs::write(tmp.path().join("other"), "x").unwrap();
+        let entries = read_within_deadline(tmp.path(), &key);
+        assert!(entries["config.json"].is_err());
+        assert_eq!(
+            entries["other"].as_deref().unwrap(),
+            b"x",
+            "the walk went on"
+        );
+    }
+
+    #[test]
+    fn a_key_swapped_for_a_symlink_after_listing_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("data");
+        fs::create_dir(&root).unwrap();
+        let outside = tmp.path().join("outside");
+        let marker = format!("OUTSIDE-{}", fastrand::u64(..));
+        fs::write(&outside, &marker).unwrap();
+        let key = root.join("config.json");
+        fs::write(&key, "{}").unwrap();
+        let entries = read_with_swap(&root, &mut |_| {
+            swap_in(&key, |p| std::os::unix::fs::symlink(&outside, p).unwrap());
+        });
+        let reason = refusal(&entries, "config.json");
+        assert!(reason.contains("symlink"), "{reason}");
+    }
+
+    /// A directory is opened by one name under its parent's handle, only
+    /// if it is a directory (O_DIRECTORY) and never through a symlink
+    /// (O_NOFOLLOW): what was swapped in after the walk's look fails.
+    #[test]
+    fn a_directory_is_opened_only_if_it_is_one_and_never_through_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir(tmp.path().join("dir")).unwrap();
+        fs::write(tmp.path().join("file"), "x").unwrap();
+        std::os::unix::fs::symlink("dir", tmp.path().join("link")).unwrap();
+        let root = imp::open_dir(
+            None,
+            &std::ffi::CString::new(tmp.path().as_os_str().as_encoded_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert!(imp::open_dir(Some(&root), c"dir").is_ok());
+        // ENOTDIR for both on Linux (O_DIRECTORY is checked first), ELOOP
+        // for the link elsewhere: the walk starts over on either.
+        for name in [c"file", c"link"] {
+            let err = imp::open_dir(Some(&root), name).expect_err("opened");
+            assert!(
+                [rustix::io::Errno::NOTDIR, rustix::io::Errno::LOOP]
+                    .iter()
+                    .any(|errno| err.raw_os_error() == Some(errno.raw_os_error())),
+                "{name:?}: {err}"
+            );
+        }
+    }
+
+    /// Only the selected keys are read; every key is listed.
+    #[test]
+    fn only_the_selected_keys_are_read_and_all_are_listed() {
+        let tmp = tempfile::tempdir().unwrap();
+        for key in ["a", "b", "c"] {
+            fs::write(tmp.path().join(key), key).unwrap();
+        }
+        let keys = ["a".to_owned(), "c".to_owned()];
+        let walked = read(
+            tmp.path(),
+            RootLink::Follow,
+            Select::Keys(&keys),
+            Limits::default(),
+            true,
+            &mut || {},
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(walked.entries.keys().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(walked.names, ["a", "b", "c"]);
+    }
+
+    /// Sockets and devices are refused, each named for what it is.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn sockets_and_devices_are_refused_as_what_they_are() {
+        let tmp = tempfile::tempdir().unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(tmp.path().join("sock")).unwrap();
+        let device = rustix::fs::mknodat(
+            rustix::fs::CWD,
+            tmp.path().join("null"),
+            rustix::fs::FileType::CharacterDevice,
+            0o644.into(),
+            rustix::fs::makedev(1, 3),
+        );
+        let entries = read_with_swap(tmp.path(), &mut |_| {});
+        let reason = refusal(&entries, "sock");
+        assert!(reason.contains("is a socket"), "{reason}");
+        match device {
+            Ok(()) => {
+                let reason = refusal(&entries, "null");
+                assert!(reason.contains("is a device"), "{reason}");
+            }
+            // Without CAP_MKNOD (not root, or a container without it).
+            Err(e) => eprintln!("SKIPPED the device case: mknod: {e}"),
+        }
+    }
+
+    /// A key of exactly the cap is read whole, by the size it claims and by
+    /// what it holds.
+    #[test]
+    fn a_key_of_exactly_max_file_size_is_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("k"), vec![b'x'; 1000]).unwrap();
+        let entries = read_capped(tmp.path(), 1000, &mut |_| {});
+        assert_eq!(entries["k"].as_deref().unwrap().len(), 1000);
+        let reason = refusal(&read_capped(tmp.path(), 999, &mut |_| {}), "k");
+        assert!(reason.contains("is 1000 bytes"), "{reason}");
+    }
+
+    /// A file that claims more than the cap is refused by what it claims,
+    /// without being read: the message gives its claimed size.
+    #[test]
+    fn a_sparse_key_over_the_cap_is_refused_without_reading_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::File::create(tmp.path().join("k"))
+            .unwrap()
+            .set_len(2 << 30)
+            .unwrap();
+        let reason = refusal(&read_capped(tmp.path(), 1 << 20, &mut |_| {}), "k");
+        assert!(reason.contains("is 2147483648 bytes"), "{reason}");
+    }
+
+    /// A key that grew past the cap after the walk looked at it (its size
+    /// said it fitted) is refused by the bounded read, which stops at the
+    /// cap and says how much it had.
+    #[test]
+    fn a_key_that_grew_after_listing_is_refused_at_the_cap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("k");
+        fs::write(&key, "small").unwrap();
+        let entries = read_capped(tmp.path(), 1000, &mut |_| {
+            swap_in(&key, |p| fs::write(p, vec![b'x'; 5000]).unwrap());
+        });
+        let reason = refusal(&entries, "k");
+        assert!(reason.contains("is 5000 bytes or more"), "{reason}");
+    }
+
+    fn fingerprint(modified: Option<(i64, u32)>, changed: Option<(i64, u32)>) -> Fingerprint {
+        Fingerprint {
+            key: "k".into(),
+            len: 0,
+            modified,
+            changed,
+            mode: 0,
+            inode: 0,
+            refused: false,
+        }
+    }
+
+    fn at(secs: u64, millis: u64) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)
+    }
+
+    /// Fine timestamps are unconfirmed for 100 ms, whole-second ones for
+    /// 2 s, from the later of mtime and ctime; no timestamp, or a clock
+    /// before 1970, is always unconfirmed.
+    #[test]
+    fn a_fingerprint_is_racy_within_the_timestamp_granularity() {
+        let fine = fingerprint(Some((1000, 500_000_000)), None);
+        assert!(fine.is_racy(at(1000, 599)));
+        assert!(!fine.is_racy(at(1000, 600)));
+        let coarse = fingerprint(Some((1000, 0)), None);
+        assert!(coarse.is_racy(at(1001, 999)));
+        assert!(!coarse.is_racy(at(1002, 0)));
+        // ctime later than mtime (a chmod) counts from the ctime.
+        let chmodded = fingerprint(Some((1000, 500_000_000)), Some((1005, 500_000_000)));
+        assert!(chmodded.is_racy(at(1005, 550)));
+        assert!(!chmodded.is_racy(at(1005, 600)));
+        assert!(fingerprint(None, None).is_racy(at(2000, 0)));
+        assert!(fine.is_racy(std::time::UNIX_EPOCH - Duration::from_secs(1)));
     }
 }

@@ -22,6 +22,7 @@ mod fuzz_replay;
 mod interleave;
 mod layout;
 mod live;
+mod mutants;
 mod names;
 mod once;
 mod outside;
