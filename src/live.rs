@@ -527,8 +527,10 @@ fn position_of_name(bytes: &[u8], name: &str) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(unix)]
     use crate::{AtomicWriter, Payload};
 
+    #[cfg(unix)]
     #[derive(serde::Deserialize, Debug, PartialEq)]
     struct Port {
         port: u16,
@@ -539,6 +541,8 @@ mod tests {
     /// last good one, is a change (the watcher was failing), so waiters
     /// wake with an equal value in a new `Arc`; an equal config with no
     /// refusal between is not, and neither is the refusal itself.
+    // A kubelet-style volume needs symlinks (not under Wine).
+    #[cfg(unix)]
     #[test]
     fn a_good_version_after_a_refused_one_wakes_waiters_even_if_equal() {
         let tmp = tempfile::tempdir().unwrap();
