@@ -84,6 +84,7 @@ fn once_with_on_start_runs_the_actions_once_and_exits_with_their_result() {
 /// whatever the retry flags: an init container that never exits blocks
 /// its pod for good. (With a failed action and a confirmation it used to
 /// wait forever for the skipped confirmation's report.)
+#[cfg(unix)] // `true` and `false` as the commands
 #[test]
 fn once_on_start_always_ends_with_the_rounds_result() {
     let vol = plain_volume(r#"{"a":1}"#);

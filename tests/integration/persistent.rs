@@ -130,17 +130,22 @@ fn plain_mode_reads_a_file_written_in_place_once_it_holds_still() {
         (EventKind::Change, json!({"server": {"listen": 9090}}))
     );
 
-    // An editor's save: a new file renamed over the old one, read at once.
-    let tmp = vol.path().join(".config.json.swp");
-    std::fs::write(&tmp, r#"{"server": {"listen": 7070}}"#).unwrap();
-    std::fs::rename(&tmp, &path).unwrap();
-    let e = watcher
-        .check()
-        .expect("a rename is read on the tick that sees it");
-    assert_eq!(
-        (*e.config.unwrap()).clone(),
-        json!({"server": {"listen": 7070}})
-    );
+    // An editor's save: a new file renamed over the old one, read at once
+    // where files have inode numbers (on Windows, where the fingerprint has
+    // none, a save waits one more tick, like a write in place).
+    #[cfg(unix)]
+    {
+        let tmp = vol.path().join(".config.json.swp");
+        std::fs::write(&tmp, r#"{"server": {"listen": 7070}}"#).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        let e = watcher
+            .check()
+            .expect("a rename is read on the tick that sees it");
+        assert_eq!(
+            (*e.config.unwrap()).clone(),
+            json!({"server": {"listen": 7070}})
+        );
+    }
 }
 
 /// Whether a watcher can run as another user here (as root only): else a
