@@ -35,7 +35,7 @@ use rustls::{
 };
 use time::OffsetDateTime;
 
-use crate::helper::{self, DEADLINE, Vol, tool, wait_until};
+use crate::helper::{self, DEADLINE, Vol, openssl, wait_until};
 
 const FAST: Duration = Duration::from_millis(10);
 
@@ -451,19 +451,6 @@ fn custom_key_names_and_a_full_chain() {
     assert_eq!(
         handshake(server.addr, &ca.client_config(), "localhost").unwrap(),
         a.der
-    );
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = tool("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 

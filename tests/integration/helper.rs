@@ -598,6 +598,21 @@ pub fn tool_path(name: &str) -> PathBuf {
     })
 }
 
+/// Runs `openssl args` in `dir` (the test checked for it with
+/// [`needs!`]), failing the test with its stderr if it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = tool("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn find_tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)

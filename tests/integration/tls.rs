@@ -11,20 +11,7 @@ use std::{
     process::Stdio,
 };
 
-use crate::helper::{Reaped, bin, free_port, tool, wait_until};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = tool("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::helper::{Reaped, bin, free_port, openssl, tool, wait_until};
 
 /// A CA, and a certificate for 127.0.0.1 signed by it, in `dir`.
 fn make_certs(dir: &Path) {
