@@ -38,7 +38,7 @@
 //! The watching is a [`crate::Watcher`] with a validator, the same way
 //! [`crate::Live`] works (`Live<T>` deserializes with serde;
 //! a certificate is built from bytes by rustls, so it has its own handle).
-//! The read path is an `ArcSwap` load: wait-free, whatever the watching
+//! The read path is an `ArcSwap` load: lock-free, whatever the watching
 //! thread does. Events never carry the private key: an accepted version's
 //! event `config` describes the certificates instead (subject, SANs,
 //! serial, validity).

@@ -168,7 +168,7 @@ impl LiveRoots {
         LiveRootsBuilder::new(options)
     }
 
-    /// The current bundle. Wait-free.
+    /// The current bundle. Lock-free, as `Live::get`.
     pub fn get(&self) -> Arc<TrustBundle> {
         self.shared.load().value.clone()
     }

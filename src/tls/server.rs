@@ -140,12 +140,12 @@ impl LiveCert {
         LiveCertBuilder::new(options)
     }
 
-    /// The current pair. Wait-free.
+    /// The current pair. Lock-free, as `Live::get`.
     pub fn get(&self) -> Arc<ServerCert> {
         self.shared.load().value.clone()
     }
 
-    /// The current chain and key, as rustls takes them. Wait-free.
+    /// The current chain and key, as rustls takes them. Lock-free.
     pub fn certified_key(&self) -> Arc<CertifiedKey> {
         self.shared.load().value.certified_key.clone()
     }
