@@ -233,6 +233,66 @@ struct Current<X> {
     version: String,
 }
 
+/// The reading side shared by [`LiveCert`] and [`LiveRoots`]: the current
+/// item, and the sender whose drop (with the last clone) stops the
+/// watching thread.
+struct Handle<X> {
+    shared: Arc<ArcSwap<Current<X>>>,
+    /// Never sent on: its disconnection stops the watching thread.
+    _alive: Arc<mpsc::SyncSender<()>>,
+}
+
+impl<X> Clone for Handle<X> {
+    fn clone(&self) -> Self {
+        Handle {
+            shared: self.shared.clone(),
+            _alive: self._alive.clone(),
+        }
+    }
+}
+
+impl<X: Material> Handle<X> {
+    /// A handle on what `driver` makes current. No thread keeps it current
+    /// yet: [`Handle::keep_current`] starts one, or the caller ticks the
+    /// driver itself (its channel is then never read).
+    fn of(driver: &Driver<X>) -> Self {
+        let (alive, _) = mpsc::sync_channel::<()>(0);
+        Handle {
+            shared: driver.shared.clone(),
+            _alive: Arc::new(alive),
+        }
+    }
+
+    /// Ticks `driver` every interval on a thread named `name`, until the
+    /// last clone of this handle is dropped.
+    fn keep_current(&mut self, name: &str, mut driver: Driver<X>) -> Result<()> {
+        let dir = driver.watcher.dir().to_owned();
+        let interval = driver.watcher.interval();
+        self._alive = spawn_ticking(name, interval, move || {
+            driver.tick();
+        })
+        .map_err(|e| Error::io(dir, "cannot start the watching thread", e))?;
+        Ok(())
+    }
+}
+
+impl<X> Handle<X> {
+    /// The current item and its version, as one. Lock-free.
+    fn current(&self) -> arc_swap::Guard<Arc<Current<X>>> {
+        self.shared.load()
+    }
+
+    /// The current item. Lock-free, as `Live::get`.
+    fn value(&self) -> Arc<X> {
+        self.current().value.clone()
+    }
+
+    /// The version (`..data` target) the current item came from.
+    fn version(&self) -> String {
+        self.current().version.clone()
+    }
+}
+
 /// Options shared by the certificate and trust-store builders.
 struct Common<X> {
     warn_before: Duration,

@@ -10,11 +10,10 @@
 
 use std::{
     path::PathBuf,
-    sync::{Arc, mpsc},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
-use arc_swap::ArcSwap;
 use log::warn;
 use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme,
@@ -30,10 +29,8 @@ use rustls::{
     },
 };
 
-use super::{
-    CertInfo, Common, Current, Driver, Material, bytes, pem_certs, provider, refused, spawn_ticking,
-};
-use crate::{Error, Event, Format, Result, Selector, Snapshot, WatchOptions, Watcher};
+use super::{CertInfo, Common, Driver, Handle, Material, bytes, pem_certs, provider, refused};
+use crate::{Event, Format, Result, Selector, Snapshot, WatchOptions, Watcher};
 
 /// One accepted CA bundle: the root store and the verifiers built on it.
 #[non_exhaustive]
@@ -142,14 +139,11 @@ impl TrustBundle {
 /// # drop((client, server)); Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct LiveRoots {
-    shared: Arc<ArcSwap<Current<TrustBundle>>>,
-    _alive: Arc<mpsc::SyncSender<()>>,
-}
+pub struct LiveRoots(Handle<TrustBundle>);
 
 impl std::fmt::Debug for LiveRoots {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let current = self.shared.load();
+        let current = self.0.current();
         f.debug_struct("LiveRoots")
             .field("version", &current.version)
             .field("certs", &current.value.certs)
@@ -170,7 +164,7 @@ impl LiveRoots {
 
     /// The current bundle. Lock-free, as `Live::get`.
     pub fn get(&self) -> Arc<TrustBundle> {
-        self.shared.load().value.clone()
+        self.0.value()
     }
 
     /// The current root store: a snapshot, for APIs that take a fixed one
@@ -181,7 +175,7 @@ impl LiveRoots {
 
     /// The version (`..data` target) the current bundle came from.
     pub fn version(&self) -> String {
-        self.shared.load().version.clone()
+        self.0.version()
     }
 
     /// Verifies servers against the current bundle, for a rustls client
@@ -365,17 +359,13 @@ impl LiveRootsBuilder {
     /// Reads the volume until the first good bundle (up to
     /// `first_within`), then keeps it current on a thread of its own.
     pub fn start(self, first_within: Duration) -> Result<LiveRoots> {
-        let (mut live, mut driver) = self.start_driven(first_within)?;
-        let dir = driver.watcher.dir().to_owned();
-        let interval = driver.watcher.interval();
-        live._alive = spawn_ticking("configmapwatch-roots", interval, move || {
-            driver.tick();
-        })
-        .map_err(|e| Error::io(dir, "cannot start the watching thread", e))?;
-        Ok(live)
+        let driver = self.driver(first_within)?;
+        let mut handle = Handle::of(&driver);
+        handle.keep_current("configmapwatch-roots", driver)?;
+        Ok(LiveRoots(handle))
     }
 
-    fn start_driven(self, first_within: Duration) -> Result<(LiveRoots, Driver<TrustBundle>)> {
+    fn driver(self, first_within: Duration) -> Result<Driver<TrustBundle>> {
         let key = self.key;
         let options = self
             .options
@@ -384,14 +374,6 @@ impl LiveRootsBuilder {
         let parse = Box::new(move |snapshot: &Snapshot| {
             TrustBundle::from_pem(&key, bytes(snapshot, &key)?, &provider, SystemTime::now())
         });
-        let driver = Driver::start(Watcher::new(options), parse, self.common, first_within)?;
-        let (alive, _) = mpsc::sync_channel::<()>(0);
-        Ok((
-            LiveRoots {
-                shared: driver.shared.clone(),
-                _alive: Arc::new(alive),
-            },
-            driver,
-        ))
+        Driver::start(Watcher::new(options), parse, self.common, first_within)
     }
 }

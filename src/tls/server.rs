@@ -9,7 +9,6 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use arc_swap::ArcSwap;
 use rustls::{
     crypto::CryptoProvider,
     pki_types::{PrivateKeyDer, pem::PemObject},
@@ -18,7 +17,7 @@ use rustls::{
 };
 
 use super::{
-    CertInfo, Common, Current, Driver, Material, bytes, pem_certs, provider, refused, spawn_ticking,
+    CertInfo, Common, Driver, Handle, Material, bytes, pem_certs, provider, refused, spawn_ticking,
 };
 use crate::{Error, Event, Format, Result, Selector, Snapshot, WatchOptions, Watcher};
 
@@ -111,15 +110,11 @@ impl ServerCert {
 /// # drop(config); Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct LiveCert {
-    shared: Arc<ArcSwap<Current<ServerCert>>>,
-    /// Never sent on: its disconnection stops the watching thread.
-    _alive: Arc<mpsc::SyncSender<()>>,
-}
+pub struct LiveCert(Handle<ServerCert>);
 
 impl std::fmt::Debug for LiveCert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let current = self.shared.load();
+        let current = self.0.current();
         f.debug_struct("LiveCert")
             .field("version", &current.version)
             .field("leaf", &current.value.leaf)
@@ -142,17 +137,17 @@ impl LiveCert {
 
     /// The current pair. Lock-free, as `Live::get`.
     pub fn get(&self) -> Arc<ServerCert> {
-        self.shared.load().value.clone()
+        self.0.value()
     }
 
     /// The current chain and key, as rustls takes them. Lock-free.
     pub fn certified_key(&self) -> Arc<CertifiedKey> {
-        self.shared.load().value.certified_key.clone()
+        self.0.current().value.certified_key.clone()
     }
 
     /// The version (`..data` target) the current pair came from.
     pub fn version(&self) -> String {
-        self.shared.load().version.clone()
+        self.0.version()
     }
 }
 
@@ -234,28 +229,17 @@ impl LiveCertBuilder {
     /// [`Error::NoConfig`] naming the last refusal otherwise), then keeps
     /// it current on a thread of its own.
     pub fn start(self, first_within: Duration) -> Result<LiveCert> {
-        let (mut live, mut driver) = self.start_driven(first_within)?;
-        let dir = driver.0.watcher.dir().to_owned();
-        live._alive = spawn_ticking("configmapwatch-cert", driver.interval(), move || {
-            driver.tick();
-        })
-        .map_err(|e| Error::io(dir, "cannot start the watching thread", e))?;
-        Ok(live)
+        let driver = self.driver(first_within)?;
+        let mut handle = Handle::of(&driver);
+        handle.keep_current("configmapwatch-cert", driver)?;
+        Ok(LiveCert(handle))
     }
 
     /// The first good pair and its driver, without a thread: call
     /// [`CertDriver::tick`] every interval from your own loop.
     pub fn start_driven(self, first_within: Duration) -> Result<(LiveCert, CertDriver)> {
         let driver = self.driver(first_within)?;
-        // A driven LiveCert has no thread to stop: the channel is never read.
-        let (alive, _) = mpsc::sync_channel::<()>(0);
-        Ok((
-            LiveCert {
-                shared: driver.shared.clone(),
-                _alive: Arc::new(alive),
-            },
-            CertDriver(driver),
-        ))
+        Ok((LiveCert(Handle::of(&driver)), CertDriver(driver)))
     }
 
     fn driver(self, first_within: Duration) -> Result<Driver<ServerCert>> {
