@@ -494,3 +494,53 @@ fn sigterm_ends_the_tool_within_a_second_whatever_runs() {
         vol.publish(&[("config.json", r#""fast""#)]);
     }
 }
+
+/// A round is queued before its tick's events are printed (a blocked
+/// stdout never delays a reload), yet a fast round's report must not be
+/// printed before the change it acts on: a consumer reading events in
+/// order (and this suite) would see an action for a version not yet
+/// announced. The tool runs on one CPU, where the runner's thread woken
+/// by the queued round tends to run before the loop prints the change.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_action_line_never_comes_before_the_change_it_acts_on() {
+    needs!("taskset");
+    let vol = vol!();
+    vol.publish(&[("config.json", "0")]);
+    let _target = crate::helper::Reaped(Command::new("sleep").arg("600").spawn().unwrap());
+    let mut cmd = Command::new(crate::helper::tool_path("taskset"));
+    cmd.args(["-c", "0"]).arg(bin().get_program());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CONFIGMAPWATCH_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.args(["-o", "json", "-i", "1ms", "-d"])
+        .arg(vol.path())
+        .args(["--signal", "SIGCONT", "--pid"])
+        .arg(_target.0.id().to_string());
+    let run = Running::spawn(cmd);
+    run.event_for("initial", &vol.target());
+    for n in 1..=60 {
+        let version = vol.publish(&[("config.json", &n.to_string())]);
+        let mut changed = false;
+        loop {
+            let e = run.event();
+            if e["version"] != version.as_str() {
+                continue;
+            }
+            match e["event"].as_str() {
+                Some("change") => changed = true,
+                Some("action") => {
+                    assert!(
+                        changed,
+                        "update {n}: the action line came before its change: {e}"
+                    );
+                    assert_eq!(e["ok"], true, "{e}");
+                    break;
+                }
+                _ => panic!("update {n}: {e}"),
+            }
+        }
+    }
+}

@@ -13,30 +13,18 @@ use std::{
     time::Duration,
 };
 
-use crate::helper::{DEADLINE, Reaped, Running, action, bin, free_port, tool_path, wait_until};
+use crate::helper::{
+    self, DEADLINE, Reaped, Running, action, bin, free_port, tool_path, wait_until,
+};
 
 /// An nginx config serving `body` on 127.0.0.1:`port`, with every path
 /// it writes under `dir`.
 fn nginx_conf(dir: &Path, port: u16, body: &str) -> String {
-    let d = dir.display();
-    format!(
-        "daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 16; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/body;
-  proxy_temp_path {d}/proxy;
-  fastcgi_temp_path {d}/fastcgi;
-  uwsgi_temp_path {d}/uwsgi;
-  scgi_temp_path {d}/scgi;
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{ return 200 \"{body}\\n\"; }}
-  }}
-}}
-"
+    helper::nginx_conf(
+        dir,
+        "",
+        false,
+        &format!("    listen 127.0.0.1:{port};\n    location / {{ return 200 \"{body}\\n\"; }}"),
     )
 }
 

@@ -107,6 +107,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     ("jq", "jq"),
     ("python3", "python3"),
+    ("taskset", "util-linux"),
 ];
 
 /// Whether every one of `tools` is installed. Where one is not, the test
@@ -352,6 +353,9 @@ impl Running {
         }
     }
 
+    pub fn lines_try(&self) -> Option<String> {
+        self.lines.recv_timeout(Duration::from_secs(5)).ok()
+    }
     /// The next stdout line, within the deadline.
     pub fn line(&self) -> String {
         self.lines
@@ -584,6 +588,38 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
 /// An outside tool a test has checked for with [`needs!`].
 pub fn tool(name: &str) -> Command {
     Command::new(tool_path(name))
+}
+
+/// An nginx config for a test: in the foreground, every file it writes
+/// under `dir`, its access log there too when `access_log` (else off).
+/// `main` goes before `events` (e.g. `master_process off;`); `server` is
+/// the body of its one server block, `listen 127.0.0.1:...` included.
+pub fn nginx_conf(dir: &Path, main: &str, access_log: bool, server: &str) -> String {
+    let d = dir.display();
+    let access_log = if access_log {
+        format!("{d}/access.log")
+    } else {
+        "off".to_owned()
+    };
+    format!(
+        "daemon off;
+{main}
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 16; }}
+http {{
+  access_log {access_log};
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  server {{
+{server}
+  }}
+}}
+"
+    )
 }
 
 /// Where an outside tool lives (on PATH, or in an sbin directory: nginx);

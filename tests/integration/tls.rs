@@ -11,7 +11,7 @@ use std::{
     process::Stdio,
 };
 
-use crate::helper::{Reaped, bin, free_port, openssl, tool, wait_until};
+use crate::helper::{self, Reaped, bin, free_port, openssl, tool, wait_until};
 
 /// A CA, and a certificate for 127.0.0.1 signed by it, in `dir`.
 fn make_certs(dir: &Path) {
@@ -79,30 +79,15 @@ fn nginx(dir: &Path) -> Nginx {
     let port = free_port();
     let d = dir.display();
     let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off;
-master_process off;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 16; }}
-http {{
-  access_log {d}/access.log;
-  client_body_temp_path {d}/body;
-  proxy_temp_path {d}/proxy;
-  fastcgi_temp_path {d}/fastcgi;
-  uwsgi_temp_path {d}/uwsgi;
-  scgi_temp_path {d}/scgi;
-  server {{
-    listen 127.0.0.1:{port} ssl;
+    let server = format!(
+        "    listen 127.0.0.1:{port} ssl;
     ssl_certificate {d}/server.pem;
     ssl_certificate_key {d}/server.key;
-    location / {{ return 200 \"reloaded\\n\"; }}
-  }}
-}}
-"
-        ),
+    location / {{ return 200 \"reloaded\\n\"; }}"
+    );
+    std::fs::write(
+        &conf,
+        helper::nginx_conf(dir, "master_process off;", true, &server),
     )
     .unwrap();
     let child = tool("nginx")

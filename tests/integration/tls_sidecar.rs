@@ -17,8 +17,8 @@ use time::OffsetDateTime;
 use crate::{
     certs::{Ca, Pair},
     helper::{
-        Reaped, Running, action, bin, free_port, get, readme_command, sample, spawn_served, tool,
-        tool_path, wait_until, watch_served,
+        self, Reaped, Running, action, bin, free_port, get, readme_command, sample, spawn_served,
+        tool, tool_path, wait_until, watch_served,
     },
 };
 
@@ -27,33 +27,15 @@ use crate::{
 /// writing under `work`; as nobody when the test runs as root, since nginx
 /// in a hardened pod is not root.
 fn nginx(vol: &Path, work: &Path, port: u16) -> Reaped {
-    let (v, w) = (vol.display(), work.display());
+    let v = vol.display();
     let conf = work.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off;
-pid {w}/nginx.pid;
-error_log {w}/error.log;
-events {{ worker_connections 16; }}
-http {{
-  access_log off;
-  client_body_temp_path {w}/body;
-  proxy_temp_path {w}/proxy;
-  fastcgi_temp_path {w}/fastcgi;
-  uwsgi_temp_path {w}/uwsgi;
-  scgi_temp_path {w}/scgi;
-  server {{
-    listen 127.0.0.1:{port} ssl;
+    let server = format!(
+        "    listen 127.0.0.1:{port} ssl;
     ssl_certificate {v}/tls.crt;
     ssl_certificate_key {v}/tls.key;
-    location / {{ return 200 \"ok\\n\"; }}
-  }}
-}}
-"
-        ),
-    )
-    .unwrap();
+    location / {{ return 200 \"ok\\n\"; }}"
+    );
+    std::fs::write(&conf, helper::nginx_conf(work, "", false, &server)).unwrap();
     let mut command = if rustix::process::geteuid().is_root() {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])

@@ -219,6 +219,7 @@ pub fn watch(
     let print = settings.output;
     let out = Arc::new(Output {
         out: Mutex::new(out),
+        order: Mutex::new(()),
         closed: AtomicBool::new(false),
         ends_watch: settings.actions.list.is_empty(),
     });
@@ -265,6 +266,9 @@ pub fn watch(
                 return;
             }
             if let Some(text) = print.report(&report) {
+                // After the tick that queued this round has printed its
+                // events (it holds `order` until then).
+                let _order = out.order.lock().unwrap_or_else(|e| e.into_inner());
                 out.line(&text);
             }
         })
@@ -278,7 +282,17 @@ pub fn watch(
         // for the last triggering event, carrying every directory's config.
         // Submitted before the events are printed: a slow or blocked
         // stdout never delays a reload, and once a change is printed its
-        // round is queued.
+        // round is queued. But the events come first on stdout and in
+        // /status: they are observed before the round can start, and
+        // `order` is held until they are printed, so a fast round's report
+        // line (printed from the runner's thread) never precedes the
+        // change it acts on.
+        if let Some(status) = &status {
+            for event in &events {
+                status.observe(event);
+            }
+        }
+        let _order = out.order.lock().unwrap_or_else(|e| e.into_inner());
         if let (Some(runner), Some(event)) = (
             &runner,
             events
@@ -289,9 +303,6 @@ pub fn watch(
             runner.submit(with_every_config(event.clone(), all));
         }
         for event in events {
-            if let Some(status) = &status {
-                status.observe(&event);
-            }
             if let Some(text) = print.event(&event) {
                 out.line(&text);
             }
@@ -314,6 +325,10 @@ pub fn watch(
 /// closed stdout (the reader gone, as with `| head -n1`) is noticed.
 struct Output<W> {
     out: Mutex<W>,
+    /// Held by a tick from queuing its round until its events are
+    /// printed, and by the round's report: a report line never comes
+    /// before the change it is for.
+    order: Mutex<()>,
     closed: AtomicBool,
     /// No actions: a closed stdout leaves nothing to do and ends the watch
     /// (see [`UntilClosed`]). With actions, they go on.
