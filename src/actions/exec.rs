@@ -172,6 +172,26 @@ impl Exec {
         child_slot: &Mutex<Option<Tree>>,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<(), ExecError> {
+        let mut command = self.command(event, dir);
+        let (mut child, tree) = self.spawn(&mut command)?;
+        *child_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(tree.clone());
+
+        let config = event
+            .config
+            .as_deref()
+            .map(|c| c.to_string())
+            .unwrap_or_default();
+        let deadline = Instant::now() + self.timeout;
+        let (status, tail) =
+            pipes::drive(&mut child, &tree, config.into_bytes(), deadline, cancelled);
+        *child_slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.outcome(status, tail)
+    }
+
+    /// The command for `event`: its environment (ours less every
+    /// secret-bearing setting's variable, plus the event's), its pipes,
+    /// and on Unix its own process group and no blocked signal.
+    fn command(&self, event: &Event, dir: &Path) -> Command {
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
@@ -194,41 +214,19 @@ impl Exec {
         for setting in super::SECRET_SETTINGS {
             command.env_remove(setting.env);
         }
-        // Its own process group: a timeout kills what it started too.
         #[cfg(unix)]
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        // No signal blocked: a program that blocks its termination signals
-        // in every thread (the tool does, to wait for them between ticks)
-        // would otherwise pass its mask on, and the command (and what it
-        // starts) could not be stopped with SIGTERM.
-        #[cfg(unix)]
-        {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: between fork and exec, only async-signal-safe calls
-            // on a set on this stack: sigemptyset and pthread_sigmask.
-            unsafe {
-                command.pre_exec(|| {
-                    let mut none = std::mem::zeroed::<libc::sigset_t>();
-                    libc::sigemptyset(&mut none);
-                    match libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) {
-                        0 => Ok(()),
-                        e => Err(io::Error::from_raw_os_error(e)),
-                    }
-                });
-            }
-        }
-        let (mut child, tree) = self.spawn(&mut command)?;
-        *child_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(tree.clone());
+        unix_group_and_mask(&mut command);
+        command
+    }
 
-        let config = event
-            .config
-            .as_deref()
-            .map(|c| c.to_string())
-            .unwrap_or_default();
-        let deadline = Instant::now() + self.timeout;
-        let (status, tail) =
-            pipes::drive(&mut child, &tree, config.into_bytes(), deadline, cancelled);
-        *child_slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    /// What the run comes to: its error, if it did not exit successfully,
+    /// with the tail of its output (secrets hidden); the tail of a
+    /// command's (not a checker's) stderr is logged either way.
+    fn outcome(
+        &self,
+        status: Result<std::process::ExitStatus, pipes::Ended>,
+        tail: Tail,
+    ) -> Result<(), ExecError> {
         let program = || self.program.clone();
         let status = status.map_err(|e| match e {
             pipes::Ended::TimedOut => ExecError::TimedOut {
@@ -303,6 +301,29 @@ impl Exec {
     }
 }
 
+/// Its own process group: a timeout or a shutdown kills what it started
+/// too. And no signal blocked: a program that blocks its termination
+/// signals in every thread (the tool does, to wait for them between ticks)
+/// would otherwise pass its mask on, and the command (and what it starts)
+/// could not be stopped with SIGTERM.
+#[cfg(unix)]
+fn unix_group_and_mask(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    command.process_group(0);
+    // SAFETY: between fork and exec, only async-signal-safe calls on a set
+    // on this stack: sigemptyset and pthread_sigmask.
+    unsafe {
+        command.pre_exec(|| {
+            let mut none = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut none);
+            match libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) {
+                0 => Ok(()),
+                e => Err(io::Error::from_raw_os_error(e)),
+            }
+        });
+    }
+}
+
 /// Feeding a command's stdin and reading its output until it exits (and
 /// a short grace after), on the calling thread where the platform can
 /// poll pipes.
@@ -337,72 +358,130 @@ mod pipes {
         deadline: Instant,
         cancelled: &dyn Fn() -> bool,
     ) -> (Result<ExitStatus, Ended>, Tail) {
-        use rustix::event::{PollFd, PollFlags, Timespec, poll};
-        use std::os::fd::{AsFd, OwnedFd};
-
-        let nonblocking = |fd: OwnedFd| {
-            // A pipe we cannot make non-blocking is not read: better no
-            // log tail than a thread parked on it.
-            rustix::io::ioctl_fionbio(&fd, true).ok().map(|()| fd)
-        };
-        let mut stdin = child.stdin.take().map(OwnedFd::from).and_then(nonblocking);
-        let mut outputs: Vec<OwnedFd> = [
-            child.stderr.take().map(OwnedFd::from),
-            child.stdout.take().map(OwnedFd::from),
-        ]
-        .into_iter()
-        .flatten()
-        .filter_map(nonblocking)
-        .collect();
-        let mut written = 0;
-        let mut tail = Tail::default();
-        let mut chunk = [0u8; 4096];
+        let mut pipes = Pipes::take(child, input);
         let mut exited: Option<(ExitStatus, Instant)> = None;
-        // Polls at most this long between looks at the child.
-        let step = Timespec {
-            tv_sec: 0,
-            tv_nsec: 5_000_000,
-        };
         loop {
             if exited.is_none() {
-                match child.try_wait() {
+                match look(child, tree, deadline, cancelled) {
                     Ok(Some(status)) => exited = Some((status, Instant::now() + DRAIN_GRACE)),
-                    Ok(None) if Instant::now() >= deadline => {
-                        tree.kill();
-                        let _ = child.wait();
-                        return (Err(Ended::TimedOut), tail);
-                    }
-                    Ok(None) if cancelled() => {
-                        interrupt(child, tree);
-                        return (Err(Ended::Interrupted), tail);
-                    }
                     Ok(None) => {}
-                    Err(e) => return (Err(Ended::Wait(e)), tail),
+                    Err(ended) => return (Err(ended), pipes.tail),
                 }
             }
             if let Some((status, grace)) = exited {
                 // What the command itself wrote is read; a background
                 // process it left may hold the pipes for long: our ends
                 // close here, with the input nobody will read.
-                if outputs.is_empty() || Instant::now() >= grace {
-                    return (Ok(status), tail);
+                if pipes.outputs.is_empty() || Instant::now() >= grace {
+                    return (Ok(status), pipes.tail);
                 }
-                stdin = None;
+                pipes.stdin = None;
             }
-            let mut fds: Vec<PollFd<'_>> = outputs
+            pipes.step();
+        }
+    }
+
+    /// One look at the child: its exit status once it has exited. Past
+    /// `deadline` its tree is killed, once `cancelled` it is interrupted,
+    /// and either is the end (the child reaped).
+    fn look(
+        child: &mut Child,
+        tree: &Tree,
+        deadline: Instant,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Option<ExitStatus>, Ended> {
+        match child.try_wait() {
+            Ok(Some(status)) => Ok(Some(status)),
+            Ok(None) if Instant::now() >= deadline => {
+                tree.kill();
+                // The child itself where the tree cannot be killed (no
+                // process group nor job); already dead elsewhere.
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(Ended::TimedOut)
+            }
+            Ok(None) if cancelled() => {
+                interrupt(child, tree);
+                Err(Ended::Interrupted)
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(Ended::Wait(e)),
+        }
+    }
+
+    /// Our non-blocking ends of a command's pipes, what is left to write
+    /// to its stdin, and the tail of what it wrote.
+    #[cfg(unix)]
+    struct Pipes {
+        stdin: Option<std::os::fd::OwnedFd>,
+        /// Its stderr, and its stdout when piped; each dropped at its EOF.
+        outputs: Vec<std::os::fd::OwnedFd>,
+        input: Vec<u8>,
+        written: usize,
+        tail: Tail,
+    }
+
+    #[cfg(unix)]
+    impl Pipes {
+        /// Takes `child`'s pipes, made non-blocking.
+        fn take(child: &mut Child, input: Vec<u8>) -> Pipes {
+            use std::os::fd::OwnedFd;
+            let nonblocking = |fd: OwnedFd| {
+                // A pipe we cannot make non-blocking is not read: better no
+                // log tail than a thread parked on it.
+                rustix::io::ioctl_fionbio(&fd, true).ok().map(|()| fd)
+            };
+            Pipes {
+                stdin: child.stdin.take().map(OwnedFd::from).and_then(nonblocking),
+                outputs: [
+                    child.stderr.take().map(OwnedFd::from),
+                    child.stdout.take().map(OwnedFd::from),
+                ]
+                .into_iter()
+                .flatten()
+                .filter_map(nonblocking)
+                .collect(),
+                input,
+                written: 0,
+                tail: Tail::default(),
+            }
+        }
+
+        /// Waits at most 5 ms (between looks at the child) for a pipe to
+        /// be ready, then reads what the ready outputs hold and writes
+        /// what stdin takes.
+        fn step(&mut self) {
+            use rustix::event::{PollFd, PollFlags, Timespec, poll};
+            let step = Timespec {
+                tv_sec: 0,
+                tv_nsec: 5_000_000,
+            };
+            let mut fds: Vec<PollFd<'_>> = self
+                .outputs
                 .iter()
                 .map(|fd| PollFd::new(fd, PollFlags::IN))
                 .collect();
-            if let Some(fd) = &stdin {
+            if let Some(fd) = &self.stdin {
                 fds.push(PollFd::new(fd, PollFlags::OUT));
             }
             if poll(&mut fds, Some(&step)).is_err() {
-                continue; // EINTR: look again
+                return; // EINTR: look again
             }
             let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
             drop(fds);
+            self.read(&ready);
+            if self.stdin.is_some() && ready[ready.len() - 1] {
+                self.write();
+            }
+        }
+
+        /// Reads each ready output until it would block; drops those at
+        /// their end (or failing).
+        fn read(&mut self, ready: &[bool]) {
+            use std::os::fd::AsFd;
+            let mut chunk = [0u8; 4096];
             let mut closed = Vec::new();
-            for (i, fd) in outputs.iter().enumerate() {
+            for (i, fd) in self.outputs.iter().enumerate() {
                 if !ready[i] {
                     continue;
                 }
@@ -412,7 +491,7 @@ mod pipes {
                             closed.push(i);
                             break;
                         }
-                        Ok(n) => tail.push(&chunk[..n]),
+                        Ok(n) => self.tail.push(&chunk[..n]),
                         Err(rustix::io::Errno::INTR) => {}
                         Err(rustix::io::Errno::AGAIN) => break,
                         Err(_) => {
@@ -423,18 +502,25 @@ mod pipes {
                 }
             }
             for i in closed.into_iter().rev() {
-                outputs.remove(i);
+                self.outputs.remove(i);
             }
-            if let Some(fd) = stdin.as_ref().filter(|_| ready[ready.len() - 1]) {
-                match rustix::io::write(fd.as_fd(), &input[written..]) {
-                    Ok(n) => written += n,
-                    Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
-                    // EPIPE: the command closed its stdin unread.
-                    Err(_) => written = input.len(),
-                }
-                if written >= input.len() {
-                    stdin = None; // EOF for the command
-                }
+        }
+
+        /// Writes what stdin takes of the input; closes it (EOF for the
+        /// command) once all is written or the command closed its end.
+        fn write(&mut self) {
+            use std::os::fd::AsFd;
+            let Some(fd) = &self.stdin else {
+                return;
+            };
+            match rustix::io::write(fd.as_fd(), &self.input[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+                // EPIPE: the command closed its stdin unread.
+                Err(_) => self.written = self.input.len(),
+            }
+            if self.written >= self.input.len() {
+                self.stdin = None;
             }
         }
     }
@@ -500,20 +586,10 @@ mod pipes {
         .flatten()
         .collect();
         let status = loop {
-            match child.try_wait() {
+            match look(child, tree, deadline, cancelled) {
                 Ok(Some(status)) => break Ok(status),
-                Ok(None) if Instant::now() >= deadline => {
-                    tree.kill();
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break Err(Ended::TimedOut);
-                }
-                Ok(None) if cancelled() => {
-                    interrupt(child, tree);
-                    break Err(Ended::Interrupted);
-                }
                 Ok(None) => thread::sleep(Duration::from_millis(5)),
-                Err(e) => break Err(Ended::Wait(e)),
+                Err(ended) => break Err(ended),
             }
         };
         let grace = Instant::now() + DRAIN_GRACE;
