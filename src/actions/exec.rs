@@ -833,16 +833,11 @@ mod tests {
                 };
                 self.gone = waited == WAIT_OBJECT_0;
             }
-            #[cfg(target_os = "linux")]
+            #[cfg(unix)]
             {
-                // Ended: reaped (no /proc entry) or a zombie its new
-                // parent has not reaped yet.
                 let until = Instant::now() + within;
-                let stat = format!("/proc/{}/stat", self.pid);
                 loop {
-                    self.gone = std::fs::read_to_string(&stat).map_or(true, |s| {
-                        s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))
-                    });
+                    self.gone = self.ended();
                     if self.gone || Instant::now() >= until {
                         break;
                     }
@@ -850,6 +845,22 @@ mod tests {
                 }
             }
             self.gone
+        }
+
+        /// Ended: reaped (no /proc entry), or a zombie its new parent has
+        /// not reaped yet.
+        #[cfg(target_os = "linux")]
+        fn ended(&self) -> bool {
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).map_or(true, |s| {
+                s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))
+            })
+        }
+
+        /// Ended and reaped (its new parent, launchd, reaps at once).
+        #[cfg(all(unix, not(target_os = "linux")))]
+        fn ended(&self) -> bool {
+            rustix::process::Pid::from_raw(self.pid as i32)
+                .is_none_or(|pid| rustix::process::test_kill_process(pid).is_err())
         }
     }
 
@@ -878,7 +889,6 @@ mod tests {
 
     /// `--exec-timeout`: a command whose child hangs is killed with that
     /// child (on Windows only the command was, before its Job Object).
-    #[cfg(any(windows, target_os = "linux"))]
     #[test]
     fn a_timeout_kills_the_commands_whole_tree() {
         // Long enough for two test binaries to start under Wine on a busy
@@ -900,7 +910,6 @@ mod tests {
 
     /// Shutdown while a command runs (the round's own stop, asked through
     /// `cancelled`): the command and its child are ended.
-    #[cfg(any(windows, target_os = "linux"))]
     #[test]
     fn a_shutdown_ends_the_commands_whole_tree() {
         let run = TreeRun::start(DEADLINE);
@@ -920,7 +929,6 @@ mod tests {
 
     /// A shutdown that gave up waiting for the action worker stops the
     /// command from the worker's slot ([`stop`]): its child goes too.
-    #[cfg(any(windows, target_os = "linux"))]
     #[test]
     fn stop_from_the_slot_ends_the_commands_whole_tree() {
         let run = TreeRun::start(DEADLINE);

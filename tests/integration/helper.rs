@@ -774,23 +774,34 @@ impl Process {
             self.gone =
                 unsafe { WaitForSingleObject(self.handle.as_raw_handle(), ms) } == WAIT_OBJECT_0;
         }
-        #[cfg(target_os = "linux")]
+        #[cfg(unix)]
         {
-            // Ended: reaped (no /proc entry), or a zombie its new parent
-            // has not reaped yet.
             let until = Instant::now() + within;
-            let stat = format!("/proc/{}/stat", self.pid);
             loop {
-                self.gone = std::fs::read_to_string(&stat).map_or(true, |s| {
-                    s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))
-                });
+                self.gone = self.ended();
                 if self.gone || Instant::now() >= until {
                     break;
                 }
-                thread::sleep(Duration::from_millis(5));
+                std::thread::sleep(Duration::from_millis(5));
             }
         }
         self.gone
+    }
+
+    /// Ended: reaped (no /proc entry), or a zombie its new parent has
+    /// not reaped yet.
+    #[cfg(target_os = "linux")]
+    fn ended(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).map_or(true, |s| {
+            s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))
+        })
+    }
+
+    /// Ended and reaped (its new parent, launchd, reaps at once).
+    #[cfg(all(unix, not(target_os = "linux")))]
+    fn ended(&self) -> bool {
+        rustix::process::Pid::from_raw(self.pid as i32)
+            .is_none_or(|pid| rustix::process::test_kill_process(pid).is_err())
     }
 }
 
