@@ -274,7 +274,9 @@ impl Exec {
             command.creation_flags(job::CREATE_SUSPENDED);
             let mut child = command.spawn().map_err(start)?;
             if let Err(e) = job.adopt(&child) {
-                // Still suspended: it has run nothing.
+                // Still suspended (it has run nothing), or in the job if
+                // resumed before a later step failed: nothing is left.
+                job.terminate();
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(start(e));

@@ -79,8 +79,9 @@ impl Job {
     }
 
     /// Puts `child`, created with [`CREATE_SUSPENDED`], in this job and
-    /// resumes it. On an error the child is still suspended: the caller
-    /// kills it.
+    /// resumes it. On an error the caller terminates the job and kills
+    /// the child (still suspended, unless a step after its resumption
+    /// failed).
     pub(super) fn adopt(&self, child: &Child) -> io::Result<()> {
         // SAFETY: both handles are open for as long as `self` and `child`
         // are borrowed.
