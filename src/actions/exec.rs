@@ -2,8 +2,9 @@
 //! its environment. Its stdout goes to our stderr (stdout carries events);
 //! the tail of its stderr is logged.
 //!
-//! A command is bounded in time (`--exec-timeout`: then its whole process
-//! group is killed) and in memory (only the last [`STDERR_TAIL`] bytes of
+//! A command is bounded in time (`--exec-timeout`: then its whole tree is
+//! killed, its process group on Unix, its Job Object on Windows: see
+//! `exec/job.rs`) and in memory (only the last [`STDERR_TAIL`] bytes of
 //! its stderr are kept). A command that leaves a background process holding
 //! its pipes open costs nothing after it exits: on Unix one thread feeds
 //! its stdin and reads its output with `poll`, and closes our ends of the
@@ -14,12 +15,15 @@ use std::{
     collections::VecDeque,
     io,
     path::Path,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     sync::Mutex,
     time::{Duration, Instant},
 };
 
 use crate::event::Event;
+
+#[cfg(windows)]
+mod job;
 
 /// How much of a command's stderr is kept for the log.
 const STDERR_TAIL: usize = 2048;
@@ -46,7 +50,8 @@ pub enum ExecError {
         /// Why.
         source: io::Error,
     },
-    /// Still running at its timeout: its process group was killed.
+    /// Still running at its timeout: its process group (on Windows, its
+    /// Job Object) was killed.
     TimedOut {
         /// The program.
         program: String,
@@ -88,7 +93,12 @@ impl std::fmt::Display for ExecError {
             ),
             ExecError::Interrupted { program } => write!(
                 f,
-                "{program} was interrupted: shutting down (SIGTERM sent to its process group)"
+                "{program} was interrupted: shutting down ({})",
+                if cfg!(windows) {
+                    "its Job Object terminated"
+                } else {
+                    "SIGTERM sent to its process group"
+                }
             ),
             ExecError::Wait { program, source } => {
                 write!(f, "cannot wait for {program}: {source}")
@@ -126,7 +136,8 @@ pub struct Exec {
     pub program: String,
     /// Its arguments.
     pub args: Vec<String>,
-    /// Killed (with its process group) if still running after this.
+    /// Killed (with its process group, or on Windows its Job Object) if
+    /// still running after this.
     pub timeout: Duration,
     /// Strings to hide in the logged stderr tail (and a checker's refusal),
     /// should the command print them: [`Secrets::values`](super::Secrets)
@@ -152,14 +163,35 @@ impl Exec {
     /// Runs the command for `event`. `cancelled` is asked every few
     /// milliseconds while it runs: once it says so (shutdown), the
     /// command's process group is sent SIGTERM (SIGKILL after
-    /// [`STOP_GRACE`]) and the run ends as [`ExecError::Interrupted`].
+    /// [`STOP_GRACE`]; on Windows its job is terminated) and the run ends
+    /// as [`ExecError::Interrupted`].
     pub(crate) fn run(
         &self,
         event: &Event,
         dir: &Path,
-        child_slot: &Mutex<Option<u32>>,
+        child_slot: &Mutex<Option<Tree>>,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<(), ExecError> {
+        let mut command = self.command(event, dir);
+        let (mut child, tree) = self.spawn(&mut command)?;
+        *child_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(tree.clone());
+
+        let config = event
+            .config
+            .as_deref()
+            .map(|c| c.to_string())
+            .unwrap_or_default();
+        let deadline = Instant::now() + self.timeout;
+        let (status, tail) =
+            pipes::drive(&mut child, &tree, config.into_bytes(), deadline, cancelled);
+        *child_slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.outcome(status, tail)
+    }
+
+    /// The command for `event`: its environment (ours less every
+    /// secret-bearing setting's variable, plus the event's), its pipes,
+    /// and on Unix its own process group and no blocked signal.
+    fn command(&self, event: &Event, dir: &Path) -> Command {
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
@@ -182,43 +214,19 @@ impl Exec {
         for setting in super::SECRET_SETTINGS {
             command.env_remove(setting.env);
         }
-        // Its own process group: a timeout kills what it started too.
         #[cfg(unix)]
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        // No signal blocked: a program that blocks its termination signals
-        // in every thread (the tool does, to wait for them between ticks)
-        // would otherwise pass its mask on, and the command (and what it
-        // starts) could not be stopped with SIGTERM.
-        #[cfg(unix)]
-        {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: between fork and exec, only async-signal-safe calls
-            // on a set on this stack: sigemptyset and pthread_sigmask.
-            unsafe {
-                command.pre_exec(|| {
-                    let mut none = std::mem::zeroed::<libc::sigset_t>();
-                    libc::sigemptyset(&mut none);
-                    match libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) {
-                        0 => Ok(()),
-                        e => Err(io::Error::from_raw_os_error(e)),
-                    }
-                });
-            }
-        }
-        let mut child = command.spawn().map_err(|e| ExecError::Start {
-            program: self.program.clone(),
-            source: e,
-        })?;
-        *child_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(child.id());
+        unix_group_and_mask(&mut command);
+        command
+    }
 
-        let config = event
-            .config
-            .as_deref()
-            .map(|c| c.to_string())
-            .unwrap_or_default();
-        let deadline = Instant::now() + self.timeout;
-        let (status, tail) = pipes::drive(&mut child, config.into_bytes(), deadline, cancelled);
-        *child_slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    /// What the run comes to: its error, if it did not exit successfully,
+    /// with the tail of its output (secrets hidden); the tail of a
+    /// command's (not a checker's) stderr is logged either way.
+    fn outcome(
+        &self,
+        status: Result<std::process::ExitStatus, pipes::Ended>,
+        tail: Tail,
+    ) -> Result<(), ExecError> {
         let program = || self.program.clone();
         let status = status.map_err(|e| match e {
             pipes::Ended::TimedOut => ExecError::TimedOut {
@@ -251,10 +259,70 @@ impl Exec {
         }
     }
 
+    /// Starts `command` and returns it with its [`Tree`]. On Windows it is
+    /// created suspended and resumed once it is in its job, so that
+    /// nothing it starts escapes the job.
+    fn spawn(&self, command: &mut Command) -> Result<(Child, Tree), ExecError> {
+        let start = |source| ExecError::Start {
+            program: self.program.clone(),
+            source,
+        };
+        #[cfg(windows)]
+        {
+            use std::os::windows::process::CommandExt;
+            let job = job::Job::new().map_err(start)?;
+            command.creation_flags(job::CREATE_SUSPENDED);
+            let mut child = command.spawn().map_err(start)?;
+            if let Err(e) = job.adopt(&child) {
+                // Still suspended (it has run nothing), or in the job if
+                // resumed before a later step failed: nothing is left.
+                job.terminate();
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(start(e));
+            }
+            Ok((
+                child,
+                Tree {
+                    job: std::sync::Arc::new(job),
+                },
+            ))
+        }
+        #[cfg(not(windows))]
+        {
+            let child = command.spawn().map_err(start)?;
+            let pid = child.id();
+            Ok((child, Tree { pid }))
+        }
+    }
+
     /// Hides our secrets in text the command wrote (it may have printed
     /// its environment or a URL it was given).
     fn scrub(&self, text: String) -> String {
         super::secrets::scrub(&self.secrets, &text)
+    }
+}
+
+/// Its own process group: a timeout or a shutdown kills what it started
+/// too. And no signal blocked: a program that blocks its termination
+/// signals in every thread (the tool does, to wait for them between ticks)
+/// would otherwise pass its mask on, and the command (and what it starts)
+/// could not be stopped with SIGTERM.
+#[cfg(unix)]
+fn unix_group_and_mask(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    command.process_group(0);
+    // SAFETY: between fork and exec, only async-signal-safe calls on a set
+    // on this stack: sigemptyset and pthread_sigmask.
+    unsafe {
+        command.pre_exec(|| {
+            let mut none = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut none);
+            match libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) {
+                0 => Ok(()),
+                e => Err(io::Error::from_raw_os_error(e)),
+            }
+        });
     }
 }
 
@@ -268,7 +336,7 @@ mod pipes {
         time::Instant,
     };
 
-    use super::{DRAIN_GRACE, STOP_GRACE, Tail, stop_group};
+    use super::{DRAIN_GRACE, STOP_GRACE, Tail, Tree};
 
     /// Why no exit status came.
     pub(super) enum Ended {
@@ -287,76 +355,135 @@ mod pipes {
     #[cfg(unix)]
     pub(super) fn drive(
         child: &mut Child,
+        tree: &Tree,
         input: Vec<u8>,
         deadline: Instant,
         cancelled: &dyn Fn() -> bool,
     ) -> (Result<ExitStatus, Ended>, Tail) {
-        use rustix::event::{PollFd, PollFlags, Timespec, poll};
-        use std::os::fd::{AsFd, OwnedFd};
-
-        let nonblocking = |fd: OwnedFd| {
-            // A pipe we cannot make non-blocking is not read: better no
-            // log tail than a thread parked on it.
-            rustix::io::ioctl_fionbio(&fd, true).ok().map(|()| fd)
-        };
-        let mut stdin = child.stdin.take().map(OwnedFd::from).and_then(nonblocking);
-        let mut outputs: Vec<OwnedFd> = [
-            child.stderr.take().map(OwnedFd::from),
-            child.stdout.take().map(OwnedFd::from),
-        ]
-        .into_iter()
-        .flatten()
-        .filter_map(nonblocking)
-        .collect();
-        let mut written = 0;
-        let mut tail = Tail::default();
-        let mut chunk = [0u8; 4096];
+        let mut pipes = Pipes::take(child, input);
         let mut exited: Option<(ExitStatus, Instant)> = None;
-        // Polls at most this long between looks at the child.
-        let step = Timespec {
-            tv_sec: 0,
-            tv_nsec: 5_000_000,
-        };
         loop {
             if exited.is_none() {
-                match child.try_wait() {
+                match look(child, tree, deadline, cancelled) {
                     Ok(Some(status)) => exited = Some((status, Instant::now() + DRAIN_GRACE)),
-                    Ok(None) if Instant::now() >= deadline => {
-                        stop_group(child.id(), true);
-                        let _ = child.wait();
-                        return (Err(Ended::TimedOut), tail);
-                    }
-                    Ok(None) if cancelled() => {
-                        interrupt(child);
-                        return (Err(Ended::Interrupted), tail);
-                    }
                     Ok(None) => {}
-                    Err(e) => return (Err(Ended::Wait(e)), tail),
+                    Err(ended) => return (Err(ended), pipes.tail),
                 }
             }
             if let Some((status, grace)) = exited {
                 // What the command itself wrote is read; a background
                 // process it left may hold the pipes for long: our ends
                 // close here, with the input nobody will read.
-                if outputs.is_empty() || Instant::now() >= grace {
-                    return (Ok(status), tail);
+                if pipes.outputs.is_empty() || Instant::now() >= grace {
+                    return (Ok(status), pipes.tail);
                 }
-                stdin = None;
+                pipes.stdin = None;
             }
-            let mut fds: Vec<PollFd<'_>> = outputs
+            pipes.step();
+        }
+    }
+
+    /// One look at the child: its exit status once it has exited. Past
+    /// `deadline` its tree is killed, once `cancelled` it is interrupted,
+    /// and either is the end (the child reaped).
+    fn look(
+        child: &mut Child,
+        tree: &Tree,
+        deadline: Instant,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Option<ExitStatus>, Ended> {
+        match child.try_wait() {
+            Ok(Some(status)) => Ok(Some(status)),
+            Ok(None) if Instant::now() >= deadline => {
+                tree.kill();
+                // The child itself where the tree cannot be killed (no
+                // process group nor job); already dead elsewhere.
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(Ended::TimedOut)
+            }
+            Ok(None) if cancelled() => {
+                interrupt(child, tree);
+                Err(Ended::Interrupted)
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(Ended::Wait(e)),
+        }
+    }
+
+    /// Our non-blocking ends of a command's pipes, what is left to write
+    /// to its stdin, and the tail of what it wrote.
+    #[cfg(unix)]
+    struct Pipes {
+        stdin: Option<std::os::fd::OwnedFd>,
+        /// Its stderr, and its stdout when piped; each dropped at its EOF.
+        outputs: Vec<std::os::fd::OwnedFd>,
+        input: Vec<u8>,
+        written: usize,
+        tail: Tail,
+    }
+
+    #[cfg(unix)]
+    impl Pipes {
+        /// Takes `child`'s pipes, made non-blocking.
+        fn take(child: &mut Child, input: Vec<u8>) -> Pipes {
+            use std::os::fd::OwnedFd;
+            let nonblocking = |fd: OwnedFd| {
+                // A pipe we cannot make non-blocking is not read: better no
+                // log tail than a thread parked on it.
+                rustix::io::ioctl_fionbio(&fd, true).ok().map(|()| fd)
+            };
+            Pipes {
+                stdin: child.stdin.take().map(OwnedFd::from).and_then(nonblocking),
+                outputs: [
+                    child.stderr.take().map(OwnedFd::from),
+                    child.stdout.take().map(OwnedFd::from),
+                ]
+                .into_iter()
+                .flatten()
+                .filter_map(nonblocking)
+                .collect(),
+                input,
+                written: 0,
+                tail: Tail::default(),
+            }
+        }
+
+        /// Waits at most 5 ms (between looks at the child) for a pipe to
+        /// be ready, then reads what the ready outputs hold and writes
+        /// what stdin takes.
+        fn step(&mut self) {
+            use rustix::event::{PollFd, PollFlags, Timespec, poll};
+            let step = Timespec {
+                tv_sec: 0,
+                tv_nsec: 5_000_000,
+            };
+            let mut fds: Vec<PollFd<'_>> = self
+                .outputs
                 .iter()
                 .map(|fd| PollFd::new(fd, PollFlags::IN))
                 .collect();
-            if let Some(fd) = &stdin {
+            if let Some(fd) = &self.stdin {
                 fds.push(PollFd::new(fd, PollFlags::OUT));
             }
             if poll(&mut fds, Some(&step)).is_err() {
-                continue; // EINTR: look again
+                return; // EINTR: look again
             }
             let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
             drop(fds);
+            self.read(&ready);
+            if self.stdin.is_some() && ready[ready.len() - 1] {
+                self.write();
+            }
+        }
+
+        /// Reads each ready output until it would block; drops those at
+        /// their end (or failing).
+        fn read(&mut self, ready: &[bool]) {
+            use std::os::fd::AsFd;
+            let mut chunk = [0u8; 4096];
             let mut closed = Vec::new();
-            for (i, fd) in outputs.iter().enumerate() {
+            for (i, fd) in self.outputs.iter().enumerate() {
                 if !ready[i] {
                     continue;
                 }
@@ -366,7 +493,7 @@ mod pipes {
                             closed.push(i);
                             break;
                         }
-                        Ok(n) => tail.push(&chunk[..n]),
+                        Ok(n) => self.tail.push(&chunk[..n]),
                         Err(rustix::io::Errno::INTR) => {}
                         Err(rustix::io::Errno::AGAIN) => break,
                         Err(_) => {
@@ -377,26 +504,34 @@ mod pipes {
                 }
             }
             for i in closed.into_iter().rev() {
-                outputs.remove(i);
+                self.outputs.remove(i);
             }
-            if let Some(fd) = stdin.as_ref().filter(|_| ready[ready.len() - 1]) {
-                match rustix::io::write(fd.as_fd(), &input[written..]) {
-                    Ok(n) => written += n,
-                    Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
-                    // EPIPE: the command closed its stdin unread.
-                    Err(_) => written = input.len(),
-                }
-                if written >= input.len() {
-                    stdin = None; // EOF for the command
-                }
+        }
+
+        /// Writes what stdin takes of the input; closes it (EOF for the
+        /// command) once all is written or the command closed its end.
+        fn write(&mut self) {
+            use std::os::fd::AsFd;
+            let Some(fd) = &self.stdin else {
+                return;
+            };
+            match rustix::io::write(fd.as_fd(), &self.input[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+                // EPIPE: the command closed its stdin unread.
+                Err(_) => self.written = self.input.len(),
+            }
+            if self.written >= self.input.len() {
+                self.stdin = None;
             }
         }
     }
 
-    /// SIGTERM to the group, then SIGKILL if it has not exited within
-    /// [`STOP_GRACE`]; reaped either way.
-    fn interrupt(child: &mut Child) {
-        stop_group(child.id(), false);
+    /// SIGTERM to the group (on Windows the job terminated at once), then
+    /// SIGKILL if it has not exited within [`STOP_GRACE`]; reaped either
+    /// way.
+    fn interrupt(child: &mut Child, tree: &Tree) {
+        tree.term();
         let until = Instant::now() + STOP_GRACE;
         while Instant::now() < until {
             if let Ok(Some(_)) = child.try_wait() {
@@ -404,7 +539,7 @@ mod pipes {
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        stop_group(child.id(), true);
+        tree.kill();
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -415,6 +550,7 @@ mod pipes {
     #[cfg(not(unix))]
     pub(super) fn drive(
         child: &mut Child,
+        tree: &Tree,
         input: Vec<u8>,
         deadline: Instant,
         cancelled: &dyn Fn() -> bool,
@@ -452,20 +588,10 @@ mod pipes {
         .flatten()
         .collect();
         let status = loop {
-            match child.try_wait() {
+            match look(child, tree, deadline, cancelled) {
                 Ok(Some(status)) => break Ok(status),
-                Ok(None) if Instant::now() >= deadline => {
-                    stop_group(child.id(), true);
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break Err(Ended::TimedOut);
-                }
-                Ok(None) if cancelled() => {
-                    interrupt(child);
-                    break Err(Ended::Interrupted);
-                }
                 Ok(None) => thread::sleep(Duration::from_millis(5)),
-                Err(e) => break Err(Ended::Wait(e)),
+                Err(ended) => break Err(ended),
             }
         };
         let grace = Instant::now() + DRAIN_GRACE;
@@ -497,29 +623,331 @@ impl Tail {
     }
 }
 
-/// Stops a command left running at shutdown (SIGTERM to its group).
-pub(crate) fn stop(pid: u32) {
-    stop_group(pid, false);
+/// A running command and what it started, as a timeout or a shutdown ends
+/// them: its process group on Unix (it leads its own), its Job Object on
+/// Windows. Cloned into the action worker's slot, from which a shutdown
+/// that gave up waiting for the worker stops it ([`stop`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Tree {
+    /// The command's pid, which is its process group's id.
+    #[cfg(not(windows))]
+    pid: u32,
+    /// Shared with the slot: the job's handle closes when the last clone
+    /// goes, never while a shutdown is about to use it.
+    #[cfg(windows)]
+    job: std::sync::Arc<job::Job>,
 }
 
-fn stop_group(pid: u32, kill: bool) {
-    #[cfg(unix)]
-    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-        let signal = if kill {
-            rustix::process::Signal::KILL
-        } else {
-            rustix::process::Signal::TERM
-        };
-        // The command leads its own group (process_group(0)).
-        let _ = rustix::process::kill_process_group(pid, signal);
+impl Tree {
+    /// Asks the tree to end: SIGTERM to the group. Windows has no such
+    /// request for a program without a window (a console control event
+    /// reaches only processes sharing our console, and may be ignored):
+    /// there the job is terminated at once.
+    fn term(&self) {
+        #[cfg(unix)]
+        self.signal(rustix::process::Signal::TERM);
+        #[cfg(windows)]
+        self.job.terminate();
     }
-    #[cfg(not(unix))]
-    let _ = (pid, kill);
+
+    /// Ends the tree at once: SIGKILL to the group; the job terminated.
+    fn kill(&self) {
+        #[cfg(unix)]
+        self.signal(rustix::process::Signal::KILL);
+        #[cfg(windows)]
+        self.job.terminate();
+    }
+
+    #[cfg(unix)]
+    fn signal(&self, signal: rustix::process::Signal) {
+        if let Some(pgid) = rustix::process::Pid::from_raw(self.pid as i32) {
+            let _ = rustix::process::kill_process_group(pgid, signal);
+        }
+    }
+}
+
+/// Stops a command left running at shutdown: SIGTERM to its group; its
+/// job terminated on Windows.
+pub(crate) fn stop(tree: &Tree) {
+    tree.term();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::EventKind;
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering},
+        },
+        thread::JoinHandle,
+        time::SystemTime,
+    };
+
+    /// Only reached when something is broken (as the integration tests'
+    /// deadline).
+    const DEADLINE: Duration = Duration::from_secs(30);
+
+    /// Not a test: the process tree the tree tests start, run by them as a
+    /// command (this test binary, with `--ignored --exact`), with
+    /// `CONFIGMAPWATCH_DIR` set by [`Exec::run`]. The command starts itself
+    /// again as its own child (`CMW_TREE_LEVEL=2`, the tool's grandchild)
+    /// and writes that one's pid to `grandchild.pid`; both then hang.
+    #[test]
+    #[ignore = "a helper process, started by the tree tests"]
+    fn tree_helper() {
+        let Some(dir) = std::env::var_os("CONFIGMAPWATCH_DIR") else {
+            return;
+        };
+        if std::env::var_os("CMW_TREE_LEVEL").is_none() {
+            let mut grandchild = Command::new(std::env::current_exe().unwrap())
+                .args(std::env::args_os().skip(1))
+                .env("CMW_TREE_LEVEL", "2")
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap();
+            let dir = Path::new(&dir);
+            let tmp = dir.join("grandchild.tmp");
+            std::fs::write(&tmp, grandchild.id().to_string()).unwrap();
+            std::fs::rename(tmp, dir.join("grandchild.pid")).unwrap();
+            // It never ends: nor does this.
+            let _ = grandchild.wait();
+        }
+        loop {
+            std::thread::park();
+        }
+    }
+
+    /// [`tree_helper`] run by [`Exec::run`] on another thread.
+    struct TreeRun {
+        dir: tempfile::TempDir,
+        cancel: Arc<AtomicBool>,
+        slot: Arc<Mutex<Option<Tree>>>,
+        run: JoinHandle<Result<(), ExecError>>,
+    }
+
+    impl TreeRun {
+        fn start(timeout: Duration) -> TreeRun {
+            let dir = tempfile::tempdir().unwrap();
+            let helper = format!(
+                "{}::tree_helper",
+                module_path!().split_once("::").unwrap().1
+            );
+            let exe = std::env::current_exe().unwrap();
+            let mut exec = Exec::new(
+                exe.to_string_lossy(),
+                ["--ignored", "--exact", &helper, "--nocapture"]
+                    .map(String::from)
+                    .to_vec(),
+            );
+            exec.timeout = timeout;
+            // Its stdout (the harness's lines) into the kept tail, not
+            // into the test's output.
+            exec.checker = true;
+            let cancel = Arc::new(AtomicBool::new(false));
+            let slot = Arc::new(Mutex::new(None));
+            let run = std::thread::spawn({
+                let (cancel, slot) = (cancel.clone(), slot.clone());
+                let path = dir.path().to_owned();
+                move || {
+                    let event =
+                        Event::new(EventKind::Change, path.as_path(), "v1", SystemTime::now());
+                    exec.run(&event, &path, &slot, &|| cancel.load(Ordering::Relaxed))
+                }
+            });
+            TreeRun {
+                dir,
+                cancel,
+                slot,
+                run,
+            }
+        }
+
+        /// The grandchild, once the command has started it.
+        fn grandchild(&self) -> Process {
+            let file = self.dir.path().join("grandchild.pid");
+            let until = Instant::now() + DEADLINE;
+            loop {
+                if let Some(pid) = std::fs::read_to_string(&file)
+                    .ok()
+                    .and_then(|p| p.parse().ok())
+                {
+                    return Process::open(pid);
+                }
+                assert!(
+                    !self.run.is_finished() && Instant::now() < until,
+                    "the command never started its child"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+
+        fn result(self) -> Result<(), ExecError> {
+            self.run.join().unwrap()
+        }
+    }
+
+    /// A process we did not start, watched until it is gone; killed when
+    /// dropped if it never went (a failed test leaves nothing behind).
+    struct Process {
+        pid: u32,
+        #[cfg(windows)]
+        handle: std::os::windows::io::OwnedHandle,
+        gone: bool,
+    }
+
+    impl Process {
+        /// On Windows its handle is opened now, while it surely runs: a
+        /// wait on it later cannot be fooled by its pid's reuse.
+        fn open(pid: u32) -> Process {
+            #[cfg(windows)]
+            {
+                use std::os::windows::io::FromRawHandle;
+                use windows_sys::Win32::System::Threading::{
+                    OpenProcess, PROCESS_SYNCHRONIZE, PROCESS_TERMINATE,
+                };
+                // SAFETY: plain call; a null result is an error.
+                let raw = unsafe { OpenProcess(PROCESS_SYNCHRONIZE | PROCESS_TERMINATE, 0, pid) };
+                assert!(!raw.is_null(), "{}", io::Error::last_os_error());
+                Process {
+                    pid,
+                    // SAFETY: a handle just opened, owned by nobody else.
+                    handle: unsafe { std::os::windows::io::OwnedHandle::from_raw_handle(raw) },
+                    gone: false,
+                }
+            }
+            #[cfg(not(windows))]
+            Process { pid, gone: false }
+        }
+
+        /// Whether it has ended within `within`.
+        fn gone_within(&mut self, within: Duration) -> bool {
+            #[cfg(windows)]
+            {
+                use std::os::windows::io::AsRawHandle;
+                use windows_sys::Win32::{
+                    Foundation::WAIT_OBJECT_0, System::Threading::WaitForSingleObject,
+                };
+                // SAFETY: the handle is open.
+                let waited = unsafe {
+                    WaitForSingleObject(self.handle.as_raw_handle(), within.as_millis() as u32)
+                };
+                self.gone = waited == WAIT_OBJECT_0;
+            }
+            #[cfg(unix)]
+            {
+                let until = Instant::now() + within;
+                loop {
+                    self.gone = self.ended();
+                    if self.gone || Instant::now() >= until {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            self.gone
+        }
+
+        /// Ended: reaped (no /proc entry), or a zombie its new parent has
+        /// not reaped yet.
+        #[cfg(target_os = "linux")]
+        fn ended(&self) -> bool {
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).map_or(true, |s| {
+                s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))
+            })
+        }
+
+        /// Ended and reaped (its new parent, launchd, reaps at once).
+        #[cfg(all(unix, not(target_os = "linux")))]
+        fn ended(&self) -> bool {
+            rustix::process::Pid::from_raw(self.pid as i32)
+                .is_none_or(|pid| rustix::process::test_kill_process(pid).is_err())
+        }
+    }
+
+    impl Drop for Process {
+        fn drop(&mut self) {
+            if self.gone {
+                return;
+            }
+            #[cfg(windows)]
+            {
+                use std::os::windows::io::AsRawHandle;
+                // SAFETY: the handle is open.
+                unsafe {
+                    windows_sys::Win32::System::Threading::TerminateProcess(
+                        self.handle.as_raw_handle(),
+                        1,
+                    )
+                };
+            }
+            #[cfg(unix)]
+            if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+
+    /// `--exec-timeout`: a command whose child hangs is killed with that
+    /// child (on Windows only the command was, before its Job Object).
+    #[test]
+    fn a_timeout_kills_the_commands_whole_tree() {
+        // Long enough for two test binaries to start under Wine on a busy
+        // machine: the grandchild must be there before the timeout.
+        let timeout = Duration::from_secs(5);
+        let run = TreeRun::start(timeout);
+        let mut grandchild = run.grandchild();
+        let result = run.result();
+        assert!(
+            matches!(result, Err(ExecError::TimedOut { after, .. }) if after == timeout),
+            "{result:?}"
+        );
+        assert!(
+            grandchild.gone_within(DEADLINE),
+            "the command's child (pid {}) outlived its timeout",
+            grandchild.pid
+        );
+    }
+
+    /// Shutdown while a command runs (the round's own stop, asked through
+    /// `cancelled`): the command and its child are ended.
+    #[test]
+    fn a_shutdown_ends_the_commands_whole_tree() {
+        let run = TreeRun::start(DEADLINE);
+        let mut grandchild = run.grandchild();
+        run.cancel.store(true, Ordering::Relaxed);
+        let result = run.result();
+        assert!(
+            matches!(result, Err(ExecError::Interrupted { .. })),
+            "{result:?}"
+        );
+        assert!(
+            grandchild.gone_within(DEADLINE),
+            "the command's child (pid {}) outlived the shutdown",
+            grandchild.pid
+        );
+    }
+
+    /// A shutdown that gave up waiting for the action worker stops the
+    /// command from the worker's slot ([`stop`]): its child goes too.
+    #[test]
+    fn stop_from_the_slot_ends_the_commands_whole_tree() {
+        let run = TreeRun::start(DEADLINE);
+        let mut grandchild = run.grandchild();
+        let tree = run.slot.lock().unwrap().clone().expect("a running command");
+        stop(&tree);
+        let result = run.result();
+        assert!(
+            matches!(result, Err(ExecError::Failed { .. })),
+            "{result:?}"
+        );
+        assert!(
+            grandchild.gone_within(DEADLINE),
+            "the command's child (pid {}) outlived the shutdown",
+            grandchild.pid
+        );
+    }
 
     #[test]
     fn the_tail_keeps_the_last_bytes_only() {

@@ -193,8 +193,9 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
-    /// The running command's process id, to stop it if shutdown times out.
-    child: Mutex<Option<u32>>,
+    /// The running command's tree (process group, job), to stop it if
+    /// shutdown times out.
+    child: Mutex<Option<exec::Tree>>,
     /// The action running now and its version, to report it interrupted
     /// if shutdown has to leave it (an HTTP request in flight).
     running: Mutex<Option<(&'static str, String, String, Instant)>>,
@@ -331,9 +332,14 @@ impl ActionRunner {
         }
         match self.done.recv_timeout(timeout) {
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                let child = *self.shared.child.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(pid) = child {
-                    exec::stop(pid);
+                let child = self
+                    .shared
+                    .child
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                if let Some(tree) = child {
+                    exec::stop(&tree);
                 }
                 let running = self
                     .shared

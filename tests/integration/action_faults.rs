@@ -274,3 +274,79 @@ fn background_children_leave_no_thread_or_pipe_behind() {
         "fds: {after_first:?} -> {after_50:?}"
     );
 }
+
+/// Not a test: the command the tree test below gives `--exec` (this test
+/// binary, with `--ignored --exact`). It starts itself again as its own
+/// child (`CMW_TREE_LEVEL=2`), writes that one's pid to
+/// `$CMW_TREE_DIR/grandchild.pid`, and both hang.
+#[test]
+#[ignore = "a helper process, started by a_hanging_commands_child_is_killed_with_it_at_the_timeout"]
+fn tree_helper() {
+    let Some(dir) = std::env::var_os("CMW_TREE_DIR") else {
+        return;
+    };
+    if std::env::var_os("CMW_TREE_LEVEL").is_none() {
+        let mut grandchild = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(std::env::args_os().skip(1))
+            .env("CMW_TREE_LEVEL", "2")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let dir = std::path::Path::new(&dir);
+        let tmp = dir.join("grandchild.tmp");
+        std::fs::write(&tmp, grandchild.id().to_string()).unwrap();
+        std::fs::rename(tmp, dir.join("grandchild.pid")).unwrap();
+        // It never ends: nor does this.
+        let _ = grandchild.wait();
+    }
+    loop {
+        std::thread::park();
+    }
+}
+
+/// `--exec-timeout` through the real binary, Wine included: a command
+/// whose child hangs is killed with that child (its process group on Unix,
+/// its Job Object on Windows; before the job, Windows killed the command
+/// only and its child ran on, past the tool's own end).
+#[cfg(any(windows, target_os = "linux"))]
+#[test]
+fn a_hanging_commands_child_is_killed_with_it_at_the_timeout() {
+    use crate::helper::{DEADLINE, Process, Running, Vol, wait_until};
+
+    let vol = Vol::new();
+    std::fs::create_dir_all(vol.path()).unwrap();
+    std::fs::write(vol.path().join("config.json"), r#"{"v":1}"#).unwrap();
+    let pids = tempfile::tempdir().unwrap();
+    let helper = format!(
+        "{}::tree_helper",
+        module_path!().split_once("::").unwrap().1
+    );
+    let mut cmd = bin();
+    cmd.env("CMW_TREE_DIR", pids.path())
+        // Long enough for two test binaries to start under Wine on a busy
+        // machine: the child must be there before the timeout.
+        .args(["-o", "json", "-i", "20ms", "--on-start"])
+        .args(["--exec-timeout", "5s", "-d"])
+        .arg(vol.path())
+        .args(["--exec", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", &helper, "--nocapture"]);
+    let run = Running::spawn(cmd);
+    let pid_file = pids.path().join("grandchild.pid");
+    let mut pid = None;
+    wait_until("the command to start its child", || {
+        pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.parse().ok());
+        pid.is_some()
+    });
+    let mut grandchild = Process::open(pid.unwrap());
+    let a = action(&run);
+    assert_eq!(a["ok"], json!(false), "{a}");
+    assert!(a["error"].as_str().unwrap().contains("timed out"), "{a}");
+    assert!(
+        grandchild.gone_within(DEADLINE),
+        "the command's child (pid {}) outlived its timeout",
+        grandchild.pid
+    );
+}
