@@ -22,7 +22,7 @@ use serde_core::de::DeserializeOwned;
 
 use crate::{
     Error, Event, EventKind, Format, Result, Selector, WatchOptions, Watcher, YamlSchema,
-    watcher::Validator,
+    watcher::{Validator, clock::Schedule},
 };
 
 type Check<T> = Box<dyn Fn(&T) -> Result<(), String> + Send>;
@@ -270,8 +270,8 @@ impl<T: DeserializeOwned + Send + Sync + 'static> LiveBuilder<T> {
             .name("configmapwatch-live".into())
             .spawn(move || {
                 let interval = driver.watcher.interval();
-                every_interval(interval, &stopped, || {
-                    driver.tick();
+                every_interval(interval, &stopped, |now| {
+                    driver.tick_at(now);
                 });
             })
             .map_err(|e| Error::io(dir, "cannot start the watching thread", e))?;
@@ -414,6 +414,18 @@ impl<T> LiveDriver<T> {
     /// the event, if any, after the callbacks have seen it.
     pub fn tick(&mut self) -> Option<Event> {
         let event = self.watcher.check()?;
+        self.apply(event)
+    }
+
+    /// [`tick`](Self::tick) at `now`, read by the thread's loop.
+    fn tick_at(&mut self, now: Instant) -> Option<Event> {
+        let event = self.watcher.check_at(now)?;
+        self.apply(event)
+    }
+
+    /// What an event of the watcher's means for the typed value and the
+    /// callbacks.
+    fn apply(&mut self, event: Event) -> Option<Event> {
         let accepted = self
             .accepted
             .lock()
@@ -458,17 +470,18 @@ impl<T> LiveDriver<T> {
 }
 
 /// Runs `tick` every `interval` until `stopped` disconnects (every handle
-/// dropped; nothing is ever sent on it). Ticks begin one interval apart, as
-/// [`Watcher::run`]'s do, however long one takes (a slow validator or
-/// `on_change`).
-fn every_interval(interval: Duration, stopped: &mpsc::Receiver<()>, mut tick: impl FnMut()) {
+/// dropped; nothing is ever sent on it), giving it the tick's instant.
+/// Ticks begin one interval apart, as [`Watcher::run`]'s do, however long
+/// one takes (a slow validator or `on_change`), with one clock read per
+/// tick (see [`Schedule`]).
+fn every_interval(interval: Duration, stopped: &mpsc::Receiver<()>, mut tick: impl FnMut(Instant)) {
     // The first check was `build`'s: the next is one interval after it.
-    let mut began = Instant::now();
-    while let Err(mpsc::RecvTimeoutError::Timeout) =
-        stopped.recv_timeout(crate::watcher::until_next_tick(began, interval))
-    {
-        began = Instant::now();
-        tick();
+    let start = Instant::now();
+    let mut schedule = Schedule::new(start.checked_add(interval).unwrap_or(start), interval);
+    let mut wait = interval;
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
+        tick(schedule.tick());
+        wait = schedule.wait_after(Instant::now());
     }
 }
 
@@ -604,7 +617,7 @@ mod tests {
         let (alive, stopped) = mpsc::sync_channel::<()>(0);
         let (tx, rx) = mpsc::channel::<(Instant, Instant)>();
         let ticker = thread::spawn(move || {
-            every_interval(interval, &stopped, || {
+            every_interval(interval, &stopped, |_| {
                 let began = Instant::now();
                 thread::sleep(interval * 6 / 10);
                 let _ = tx.send((began, Instant::now()));

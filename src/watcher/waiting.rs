@@ -1,8 +1,6 @@
 //! Before a mode is chosen: waiting for the directory, and letting a
 //! volume being written settle before it is taken for a plain directory.
 
-use std::time::Instant;
-
 use log::{debug, info, warn};
 
 use super::{LayoutMode, Watcher, state::*};
@@ -33,14 +31,15 @@ impl Watcher {
                 _ => None,
             };
             self.fault_changed |= blocked != was_blocked;
-            let due = logged_at.is_none_or(|at| at.elapsed() >= WAITING_LOG_EVERY)
+            let due = logged_at
+                .is_none_or(|at| self.now.saturating_duration_since(at) >= WAITING_LOG_EVERY)
                 || blocked != was_blocked;
             let logged_at = if due {
                 match &blocked {
                     Some(why) => warn!("{}; waiting for it to become readable", why.message),
                     None => info!("{dir}: directory does not exist yet; waiting for it"),
                 }
-                Some(Instant::now())
+                Some(self.now)
             } else {
                 logged_at
             };
@@ -74,8 +73,8 @@ impl Watcher {
                 };
                 let kubelet = has_kubelet_entries(self.volume.dir());
                 if kubelet {
-                    let since = since.unwrap_or_else(Instant::now);
-                    if since.elapsed() < SETTLE {
+                    let since = since.unwrap_or(self.now);
+                    if self.now.saturating_duration_since(since) < SETTLE {
                         debug!("{dir}: kubelet entries but no ..data yet; waiting for the swap");
                         self.mode = Mode::Settling { since };
                         return None;
@@ -101,7 +100,7 @@ impl Watcher {
             );
         }
         self.mode = Mode::Waiting {
-            logged_at: Some(Instant::now()),
+            logged_at: Some(self.now),
             blocked: None,
         };
     }
