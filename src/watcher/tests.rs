@@ -401,6 +401,26 @@ fn an_idle_tick_of_run_reads_the_clock_once() {
     assert_eq!(clock.reads(), before);
 }
 
+/// The heartbeat keeps the tick's monotonic instant: read, it is a wall
+/// time between the wall times around the tick.
+#[test]
+fn the_heartbeat_gives_the_last_tick_as_a_wall_time() {
+    let dir = tempfile::tempdir().unwrap();
+    publish(dir.path(), r#"{"a":1}"#);
+    let mut w = Watcher::new(WatchOptions::new(dir.path()));
+    assert_eq!(w.heartbeat().last_tick(), None);
+    let before = SystemTime::now();
+    w.check();
+    let after = SystemTime::now();
+    let at = w.heartbeat().last_tick().expect("a tick ran");
+    // The two clocks are read separately: allow their jitter.
+    let slack = Duration::from_millis(5);
+    assert!(
+        at + slack >= before && at <= after + slack,
+        "{before:?} {at:?} {after:?}"
+    );
+}
+
 #[test]
 fn run_keeps_its_period_however_long_a_tick_takes() {
     let dir = tempfile::tempdir().unwrap();
