@@ -151,6 +151,8 @@ pub struct Status {
 }
 
 #[derive(Debug)]
+// Without actions, their series are still exported (at 0), never updated.
+#[cfg_attr(not(feature = "actions"), allow(dead_code))]
 struct Metrics {
     /// The Prometheus/Thanos config reloader's names.
     reloader: ReloaderSeries,
@@ -177,6 +179,7 @@ struct Metrics {
 /// The series named as the Prometheus/Thanos config reloader names them,
 /// so that its dashboards and alerts work unchanged.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "actions"), allow(dead_code))]
 struct ReloaderSeries {
     reloads: IntCounter,
     reloads_failed: IntCounter,
@@ -190,7 +193,6 @@ struct ReloaderSeries {
 
 /// The actions' series.
 #[derive(Debug)]
-// Without actions, their series are still exported (at 0), never updated.
 #[cfg_attr(not(feature = "actions"), allow(dead_code))]
 struct ActionSeries {
     actions_failing: IntGauge,
