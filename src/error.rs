@@ -293,28 +293,36 @@ impl Error {
     }
 }
 
+// The messages too long to stand in their match arm.
+const DATA_LINK_MISSING: &str =
+    "..data is missing (a swap is in progress or the volume is not written yet)";
+const NOT_TEXT: &str = "not valid UTF-8 text (binary keys cannot be carried in the config object)";
+const STALE_LINK: &str = "left by a writer that died mid-write; like the kubelet, refusing to \
+     write until it is removed (publish --repair removes it)";
+const NO_SYMLINK_PRIVILEGE: &str = "Windows refused to create a symlink; enable Developer Mode \
+     (Settings > System > For developers) or run as administrator";
+
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::Io { path, action, .. } => write!(f, "{}: {action}", path.display()),
             Error::DirMissing { path } => write!(f, "{}: directory does not exist", path.display()),
-            Error::DataLinkMissing { path } => write!(
-                f,
-                "{}: ..data is missing (a swap is in progress or the volume is not written yet)",
-                path.display()
-            ),
+            Error::DataLinkMissing { path } => at_path(f, path, DATA_LINK_MISSING),
             Error::BadTarget {
                 path,
                 target,
                 reason,
-            } => write!(
+            } => at_path(
                 f,
-                "{}: refusing ..data target {target:?}: {reason}",
-                path.display()
+                path,
+                format_args!("refusing ..data target {target:?}: {reason}"),
             ),
             Error::Refused { key, reason } | Error::Certificate { key, reason } => {
-                write!(f, "key {key}: {reason}")
+                for_key(f, Some(key), reason)
             }
+            Error::Format { key, reason } => for_key(f, Some(key), reason),
+            // The version is the event's; the message says what to fix.
+            Error::Invalid { key, reason, .. } => for_key(f, key.as_deref(), reason),
             Error::VolumeRefused { path, reason } => write!(f, "{}: {reason}", path.display()),
             Error::ReadKey { key, path, .. } => {
                 write!(f, "key {key}: cannot read {}", path.display())
@@ -323,131 +331,157 @@ impl std::fmt::Display for Error {
                 key,
                 version,
                 present,
+            } => missing_key(f, key, version, present),
+            Error::Parse {
+                key,
+                format,
+                position,
+                message,
             } => {
-                write!(f, "key {key} not found in {version}")?;
-                match present.len() {
-                    0 => write!(f, " (it holds no keys)"),
-                    n if n <= 10 => write!(f, " (its keys: {})", present.join(", ")),
-                    n => write!(
-                        f,
-                        " (its keys: {}, and {} more)",
-                        present[..10].join(", "),
-                        n - 10
-                    ),
-                }
+                let what = format_args!("key {key}: invalid {format}");
+                at_position(f, what, *position, message)
             }
-            Error::Parse {
-                key,
-                format,
-                position: Some(Position { line, column }),
-                message,
-            } => write!(
-                f,
-                "key {key}: invalid {format}, at line {line} column {column}: {message}"
-            ),
-            Error::Parse {
-                key,
-                format,
-                position: None,
-                message,
-            } => write!(f, "key {key}: invalid {format}: {message}"),
             Error::Unrepresentable {
                 key,
                 format,
                 position,
                 message,
             } => {
-                write!(f, "key {key}: {format} value JSON cannot carry")?;
-                if let Some(Position { line, column }) = position {
-                    write!(f, ", at line {line} column {column}")?;
-                }
-                write!(f, ": {message}")
+                let what = format_args!("key {key}: {format} value JSON cannot carry");
+                at_position(f, what, *position, message)
             }
-            Error::Format { key, reason } => write!(f, "key {key}: {reason}"),
-            // The version is the event's; the message says what to fix.
-            Error::Invalid {
-                key: Some(key),
-                reason,
-                ..
-            } => write!(f, "key {key}: {reason}"),
-            Error::Invalid {
-                key: None, reason, ..
-            } => f.write_str(reason),
             Error::NoConfig {
                 path,
                 waited,
                 last_error,
-            } => {
-                write!(
-                    f,
-                    "{}: no good config within {}",
-                    path.display(),
-                    humantime::format_duration(*waited)
-                )?;
-                match last_error {
-                    Some(e) => write!(f, " (last error: {e})"),
-                    None => Ok(()),
-                }
-            }
-            Error::NotText { key } => write!(
+            } => no_config(f, path, *waited, last_error.as_deref()),
+            Error::NotText { key } => write!(f, "key {key}: {NOT_TEXT}"),
+            Error::Unstable { path, attempts } => at_path(
                 f,
-                "key {key}: not valid UTF-8 text (binary keys cannot be carried in the config object)"
-            ),
-            Error::Unstable { path, attempts } => write!(
-                f,
-                "{}: the volume kept changing while being read ({attempts} attempts)",
-                path.display()
+                path,
+                format_args!("the volume kept changing while being read ({attempts} attempts)"),
             ),
             Error::UnsetVariable {
                 key,
                 variable,
                 line,
                 unresolved,
-            } => {
-                write!(
-                    f,
-                    "key {key}: line {line}: environment variable {variable} is not set"
-                )?;
-                match unresolved.saturating_sub(1) {
-                    0 => Ok(()),
-                    1 => write!(f, " (and 1 more unresolved reference)"),
-                    n => write!(f, " (and {n} more unresolved references)"),
-                }
-            }
+            } => unresolved_variable(f, key, *line, variable, "is not set", *unresolved),
             Error::VariableNotAllowed {
                 key,
                 variable,
                 line,
                 unresolved,
             } => {
-                let why = if variable.starts_with(crate::render::OWN_PREFIX) {
-                    "is the tool's own and never substituted"
-                } else {
-                    "is not in the render's allow-list (--render-env-allow)"
-                };
-                write!(
-                    f,
-                    "key {key}: line {line}: environment variable {variable} {why}"
-                )?;
-                match unresolved.saturating_sub(1) {
-                    0 => Ok(()),
-                    1 => write!(f, " (and 1 more unresolved reference)"),
-                    n => write!(f, " (and {n} more unresolved references)"),
-                }
+                let why = not_allowed_because(variable);
+                unresolved_variable(f, key, *line, variable, why, *unresolved)
             }
             Error::InvalidKey { key, reason } => write!(f, "invalid key {key:?}: {reason}"),
-            Error::StaleLink { path } => write!(
-                f,
-                "{}: left by a writer that died mid-write; like the kubelet, refusing to write \
-                 until it is removed (publish --repair removes it)",
-                path.display()
-            ),
-            Error::SymlinkPrivilege { path, .. } => write!(
-                f,
-                "{}: Windows refused to create a symlink; enable Developer Mode (Settings > System > For developers) or run as administrator",
-                path.display()
-            ),
+            Error::StaleLink { path } => at_path(f, path, STALE_LINK),
+            Error::SymlinkPrivilege { path, .. } => at_path(f, path, NO_SYMLINK_PRIVILEGE),
         }
+    }
+}
+
+/// `key {key}: {reason}`, or the reason alone when no key is concerned.
+fn for_key(f: &mut std::fmt::Formatter<'_>, key: Option<&str>, reason: &str) -> std::fmt::Result {
+    match key {
+        Some(key) => write!(f, "key {key}: {reason}"),
+        None => f.write_str(reason),
+    }
+}
+
+/// `key ... not found in ...`, with the keys the version holds (the first
+/// ten), so that a typo shows.
+fn missing_key(
+    f: &mut std::fmt::Formatter<'_>,
+    key: &str,
+    version: &str,
+    present: &[String],
+) -> std::fmt::Result {
+    write!(f, "key {key} not found in {version}")?;
+    match present.len() {
+        0 => write!(f, " (it holds no keys)"),
+        n if n <= 10 => write!(f, " (its keys: {})", present.join(", ")),
+        n => write!(
+            f,
+            " (its keys: {}, and {} more)",
+            present[..10].join(", "),
+            n - 10
+        ),
+    }
+}
+
+/// `{path}: {what}`: the shape of every error about a path.
+fn at_path(
+    f: &mut std::fmt::Formatter<'_>,
+    path: &std::path::Path,
+    what: impl std::fmt::Display,
+) -> std::fmt::Result {
+    write!(f, "{}: {what}", path.display())
+}
+
+/// A parse error: what, where (when the format says), then the parser's
+/// message.
+fn at_position(
+    f: &mut std::fmt::Formatter<'_>,
+    what: std::fmt::Arguments<'_>,
+    position: Option<Position>,
+    message: &str,
+) -> std::fmt::Result {
+    f.write_fmt(what)?;
+    if let Some(Position { line, column }) = position {
+        write!(f, ", at line {line} column {column}")?;
+    }
+    write!(f, ": {message}")
+}
+
+/// No good config in time, with the last error seen, if any.
+fn no_config(
+    f: &mut std::fmt::Formatter<'_>,
+    path: &std::path::Path,
+    waited: std::time::Duration,
+    last_error: Option<&str>,
+) -> std::fmt::Result {
+    write!(
+        f,
+        "{}: no good config within {}",
+        path.display(),
+        humantime::format_duration(waited)
+    )?;
+    match last_error {
+        Some(e) => write!(f, " (last error: {e})"),
+        None => Ok(()),
+    }
+}
+
+/// Why a `$(VAR)` reference may not be substituted.
+fn not_allowed_because(variable: &str) -> &'static str {
+    if variable.starts_with(crate::render::OWN_PREFIX) {
+        "is the tool's own and never substituted"
+    } else {
+        "is not in the render's allow-list (--render-env-allow)"
+    }
+}
+
+/// A `$(VAR)` reference not substituted, `why`, and how many others were
+/// not either.
+fn unresolved_variable(
+    f: &mut std::fmt::Formatter<'_>,
+    key: &str,
+    line: usize,
+    variable: &str,
+    why: &str,
+    unresolved: usize,
+) -> std::fmt::Result {
+    write!(
+        f,
+        "key {key}: line {line}: environment variable {variable} {why}"
+    )?;
+    match unresolved.saturating_sub(1) {
+        0 => Ok(()),
+        1 => write!(f, " (and 1 more unresolved reference)"),
+        n => write!(f, " (and {n} more unresolved references)"),
     }
 }
 

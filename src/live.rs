@@ -22,7 +22,7 @@ use serde_core::de::DeserializeOwned;
 
 use crate::{
     Error, Event, EventKind, Format, Result, Selector, WatchOptions, Watcher, YamlSchema,
-    watcher::Validator,
+    watcher::{Validator, clock::Schedule},
 };
 
 type Check<T> = Box<dyn Fn(&T) -> Result<(), String> + Send>;
@@ -270,8 +270,8 @@ impl<T: DeserializeOwned + Send + Sync + 'static> LiveBuilder<T> {
             .name("configmapwatch-live".into())
             .spawn(move || {
                 let interval = driver.watcher.interval();
-                every_interval(interval, &stopped, || {
-                    driver.tick();
+                every_interval(interval, &stopped, |now| {
+                    driver.tick_at(now);
                 });
             })
             .map_err(|e| Error::io(dir, "cannot start the watching thread", e))?;
@@ -305,62 +305,16 @@ impl<T: DeserializeOwned + Send + Sync + 'static> LiveBuilder<T> {
         // infinity the value cannot hold.
         options.selector = options.selector.with_non_finite_as_text();
         let dir = options.dir.clone();
-        let selector = options.selector.clone();
         let accepted: Arc<Mutex<Option<T>>> = Arc::default();
-        let slot = accepted.clone();
-        let check = self.validate;
-        let deny_unknown = self.deny_unknown;
-        let validator: Validator = Box::new(move |snapshot, config| {
-            let typed: T = selector.deserialize(snapshot, config)?;
-            if deny_unknown {
-                refuse_unknown_fields::<T>(&selector, snapshot, config)?;
-            }
-            if let Some(check) = &check {
-                check(&typed).map_err(|reason| Error::Invalid {
-                    key: selector.single_key().map(str::to_owned),
-                    version: snapshot.version.clone(),
-                    reason: format!("refused by the validator: {reason}"),
-                })?;
-            }
-            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(typed);
-            Ok(())
-        });
+        let validator = typed_validator(
+            options.selector.clone(),
+            self.validate,
+            self.deny_unknown,
+            &accepted,
+        );
         let mut watcher = Watcher::new(options).with_validator(validator);
         let mut on_error = self.on_error;
-        let deadline = Instant::now() + first_within;
-        let mut last_error = None;
-        let first = loop {
-            match watcher.check() {
-                Some(event) if event.kind != EventKind::Error => {
-                    let value = accepted
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .take()
-                        .expect("an accepted version passed the typed validator");
-                    break (Arc::new(value), event);
-                }
-                Some(event) => {
-                    last_error = event.error.clone();
-                    if let Some(f) = &mut on_error {
-                        f(&event);
-                    }
-                }
-                None => {}
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                // No error event yet: a passing fault still within its
-                // grace (permission denied, EIO) is the cause to name.
-                let last_error = last_error.or_else(|| watcher.fault().map(|f| f.message.clone()));
-                return Err(Error::NoConfig {
-                    path: dir,
-                    waited: first_within,
-                    last_error,
-                });
-            }
-            thread::sleep(left.min(watcher.interval()));
-        };
-        let (value, event) = first;
+        let (value, event) = first_good(&mut watcher, &accepted, &mut on_error, dir, first_within)?;
         let shared = Arc::new(Shared {
             current: ArcSwap::from_pointee(Current {
                 value: value.clone(),
@@ -414,6 +368,18 @@ impl<T> LiveDriver<T> {
     /// the event, if any, after the callbacks have seen it.
     pub fn tick(&mut self) -> Option<Event> {
         let event = self.watcher.check()?;
+        self.apply(event)
+    }
+
+    /// [`tick`](Self::tick) at `now`, read by the thread's loop.
+    fn tick_at(&mut self, now: Instant) -> Option<Event> {
+        let event = self.watcher.check_at(now)?;
+        self.apply(event)
+    }
+
+    /// What an event of the watcher's means for the typed value and the
+    /// callbacks.
+    fn apply(&mut self, event: Event) -> Option<Event> {
         let accepted = self
             .accepted
             .lock()
@@ -457,18 +423,91 @@ impl<T> LiveDriver<T> {
     }
 }
 
+/// The validator of a typed handle: the config deserialized into `T`
+/// (refused with fields `T` does not have when `deny_unknown`), then the
+/// user's check; the accepted `T` is left in `slot` for the tick to take.
+fn typed_validator<T: DeserializeOwned + Send + 'static>(
+    selector: Selector,
+    check: Option<Check<T>>,
+    deny_unknown: bool,
+    slot: &Arc<Mutex<Option<T>>>,
+) -> Validator {
+    let slot = slot.clone();
+    Box::new(move |snapshot, config| {
+        let typed: T = selector.deserialize(snapshot, config)?;
+        if deny_unknown {
+            refuse_unknown_fields::<T>(&selector, snapshot, config)?;
+        }
+        if let Some(check) = &check {
+            check(&typed).map_err(|reason| Error::Invalid {
+                key: selector.single_key().map(str::to_owned),
+                version: snapshot.version.clone(),
+                reason: format!("refused by the validator: {reason}"),
+            })?;
+        }
+        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(typed);
+        Ok(())
+    })
+}
+
+/// Checks every interval until the first good config, up to
+/// `first_within`: that config and its event, or [`Error::NoConfig`]
+/// naming the last error (or the passing fault still within its grace).
+fn first_good<T>(
+    watcher: &mut Watcher,
+    accepted: &Mutex<Option<T>>,
+    on_error: &mut Option<OnError>,
+    dir: std::path::PathBuf,
+    first_within: Duration,
+) -> Result<(Arc<T>, Event)> {
+    let deadline = Instant::now() + first_within;
+    let mut last_error = None;
+    loop {
+        match watcher.check() {
+            Some(event) if event.kind != EventKind::Error => {
+                let value = accepted
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+                    .expect("an accepted version passed the typed validator");
+                return Ok((Arc::new(value), event));
+            }
+            Some(event) => {
+                last_error = event.error.clone();
+                if let Some(f) = on_error {
+                    f(&event);
+                }
+            }
+            None => {}
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            // No error event yet: a passing fault still within its
+            // grace (permission denied, EIO) is the cause to name.
+            let last_error = last_error.or_else(|| watcher.fault().map(|f| f.message.clone()));
+            return Err(Error::NoConfig {
+                path: dir,
+                waited: first_within,
+                last_error,
+            });
+        }
+        thread::sleep(left.min(watcher.interval()));
+    }
+}
+
 /// Runs `tick` every `interval` until `stopped` disconnects (every handle
-/// dropped; nothing is ever sent on it). Ticks begin one interval apart, as
-/// [`Watcher::run`]'s do, however long one takes (a slow validator or
-/// `on_change`).
-fn every_interval(interval: Duration, stopped: &mpsc::Receiver<()>, mut tick: impl FnMut()) {
+/// dropped; nothing is ever sent on it), giving it the tick's instant.
+/// Ticks begin one interval apart, as [`Watcher::run`]'s do, however long
+/// one takes (a slow validator or `on_change`), with one clock read per
+/// tick (see [`Schedule`]).
+fn every_interval(interval: Duration, stopped: &mpsc::Receiver<()>, mut tick: impl FnMut(Instant)) {
     // The first check was `build`'s: the next is one interval after it.
-    let mut began = Instant::now();
-    while let Err(mpsc::RecvTimeoutError::Timeout) =
-        stopped.recv_timeout(crate::watcher::until_next_tick(began, interval))
-    {
-        began = Instant::now();
-        tick();
+    let start = Instant::now();
+    let mut schedule = Schedule::new(start.checked_add(interval).unwrap_or(start), interval);
+    let mut wait = interval;
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
+        tick(schedule.tick());
+        wait = schedule.wait_after(Instant::now());
     }
 }
 
@@ -604,7 +643,7 @@ mod tests {
         let (alive, stopped) = mpsc::sync_channel::<()>(0);
         let (tx, rx) = mpsc::channel::<(Instant, Instant)>();
         let ticker = thread::spawn(move || {
-            every_interval(interval, &stopped, || {
+            every_interval(interval, &stopped, |_| {
                 let began = Instant::now();
                 thread::sleep(interval * 6 / 10);
                 let _ = tx.send((began, Instant::now()));

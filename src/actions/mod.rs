@@ -26,9 +26,9 @@ use serde_json::{Value, json};
 pub use confirm::Confirm;
 pub use exec::{Exec, ExecError};
 pub use secrets::{SECRET_SETTINGS, SecretKind, SecretSetting, Secrets, is_secret_var, redact};
-pub use signal::{PidSource, SignalAction};
+pub use signal::{PidSource, SignalAction, SignalError};
 pub use validate::ValidateExec;
-pub use webhook::{TlsVerify, Webhook, WebhookOptions, parse_header, redact_url};
+pub use webhook::{TlsVerify, Webhook, WebhookError, WebhookOptions, parse_header, redact_url};
 
 use crate::event::{Event, EventKind, OutputFormat, rfc3339};
 
@@ -548,7 +548,10 @@ fn run_action(action: &Action, event: &Event, round: &Round<'_>) -> ActionReport
             exec.run(event, round.dir, &round.shared.child, &|| round.closing())
                 .map_err(|e| e.to_string()),
         ),
-        Action::Webhook(hook) => hook.run(event, round),
+        Action::Webhook(hook) => {
+            let (attempts, result) = hook.run(event, round);
+            (attempts, result.map_err(|e| e.to_string()))
+        }
         Action::Signal(signal) => (1, signal.send()),
         Action::Confirm(confirm) => confirm.run(event, round.began, round),
     };

@@ -2,7 +2,119 @@
 //! or `--process-name` (the file read, or `/proc` scanned, on every change,
 //! so a restarted process is found). Unix only; by name, Linux only.
 
-use std::path::PathBuf;
+use std::{fmt, io, path::PathBuf};
+
+use super::process::FindError;
+
+/// Why a signal was not sent, by cause: the caller decides by variant (a
+/// pid file not written yet passes; a refused `kill` needs a deployment
+/// change). The messages name the pid file or the process, never more.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SignalError {
+    /// The pid file cannot be read (not written yet, permissions).
+    PidFile {
+        /// The pid file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The pid file holds no process id.
+    NotAPid {
+        /// The pid file.
+        path: PathBuf,
+        /// What it holds, trimmed.
+        text: String,
+    },
+    /// No process, or several, of the name given.
+    Find(FindError),
+    /// The process id is not one `kill` takes.
+    InvalidPid(u32),
+    /// `kill` failed: no such process (a stale pid file), or not allowed
+    /// (another container's process without a shared process namespace).
+    Send {
+        /// The signal, e.g. `SIGHUP`.
+        signal: String,
+        /// The process id.
+        pid: u32,
+        /// Why (ESRCH, EPERM).
+        source: io::Error,
+    },
+    /// Signals do not exist on this system.
+    Unsupported {
+        /// The signal.
+        signal: String,
+        /// The process id.
+        pid: u32,
+    },
+}
+
+impl SignalError {
+    /// Whether a later attempt may succeed without a change of settings: a
+    /// pid file not (re)written yet, a process not running (yet, or
+    /// between restarts). A refused `kill` (EPERM) or an unsupported
+    /// system is not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SignalError::PidFile { .. } | SignalError::NotAPid { .. } | SignalError::Find(_) => {
+                true
+            }
+            SignalError::Send { source, .. } => source.kind() != io::ErrorKind::PermissionDenied,
+            SignalError::InvalidPid(_) | SignalError::Unsupported { .. } => false,
+        }
+    }
+}
+
+impl fmt::Display for SignalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SignalError::PidFile { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
+            SignalError::NotAPid { path, text } => {
+                write!(f, "{} does not hold a process id: {text:?}", path.display())
+            }
+            SignalError::Find(e) => e.fmt(f),
+            SignalError::InvalidPid(pid) => write!(f, "invalid process id {pid}"),
+            SignalError::Send {
+                signal,
+                pid,
+                source,
+            } => {
+                #[cfg(unix)]
+                let hint = match source
+                    .raw_os_error()
+                    .map(rustix::io::Errno::from_raw_os_error)
+                {
+                    Some(rustix::io::Errno::PERM) => {
+                        " (signalling another container's process needs shareProcessNamespace: true \
+                         and the same user, or the CAP_KILL capability)"
+                    }
+                    Some(rustix::io::Errno::SRCH) => " (no such process: is the pid file stale?)",
+                    _ => "",
+                };
+                #[cfg(not(unix))]
+                let hint = "";
+                write!(f, "cannot send {signal} to pid {pid}: {source}{hint}")
+            }
+            SignalError::Unsupported { signal, pid } => {
+                write!(f, "cannot send {signal} to pid {pid}: not supported")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SignalError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SignalError::PidFile { source, .. } | SignalError::Send { source, .. } => Some(source),
+            SignalError::Find(e) => Some(e),
+            SignalError::NotAPid { .. }
+            | SignalError::InvalidPid(_)
+            | SignalError::Unsupported { .. } => None,
+        }
+    }
+}
 
 /// Where the process id comes from.
 #[derive(Debug, Clone)]
@@ -83,55 +195,56 @@ impl SignalAction {
         }
     }
 
-    fn pid(&self) -> Result<u32, String> {
+    fn pid(&self) -> Result<u32, SignalError> {
         match &self.target {
             PidSource::Pid(pid) => Ok(*pid),
             PidSource::File(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| SignalError::PidFile {
+                        path: path.clone(),
+                        source,
+                    })?;
                 text.trim()
                     .parse::<u32>()
                     .ok()
                     .filter(|pid| *pid > 0)
-                    .ok_or_else(|| {
-                        format!(
-                            "{} does not hold a process id: {:?}",
-                            path.display(),
-                            text.trim()
-                        )
+                    .ok_or_else(|| SignalError::NotAPid {
+                        path: path.clone(),
+                        text: text.trim().to_owned(),
                     })
             }
             PidSource::Name(name) => super::process::find_process(name)
                 .map(|p| p.pid)
-                .map_err(|e| e.to_string()),
+                .map_err(SignalError::Find),
         }
     }
 
+    /// [`try_send`](Self::try_send), its error as the text an action's
+    /// report carries.
     pub(crate) fn send(&self) -> Result<(), String> {
+        self.try_send().map_err(|e| e.to_string())
+    }
+
+    /// Sends the signal to the process the target names now.
+    pub(crate) fn try_send(&self) -> Result<(), SignalError> {
         let pid = self.pid()?;
         #[cfg(unix)]
         {
             let target = i32::try_from(pid)
                 .ok()
                 .and_then(rustix::process::Pid::from_raw)
-                .ok_or_else(|| format!("invalid process id {pid}"))?;
-            rustix::process::kill_process(target, self.signal).map_err(|e| {
-                let hint = match e {
-                    rustix::io::Errno::PERM => {
-                        " (signalling another container's process needs shareProcessNamespace: true \
-                         and the same user, or the CAP_KILL capability)"
-                    }
-                    rustix::io::Errno::SRCH => " (no such process: is the pid file stale?)",
-                    _ => "",
-                };
-                format!("cannot send {} to pid {pid}: {e}{hint}", self.name)
+                .ok_or(SignalError::InvalidPid(pid))?;
+            rustix::process::kill_process(target, self.signal).map_err(|e| SignalError::Send {
+                signal: self.name.clone(),
+                pid,
+                source: e.into(),
             })
         }
         #[cfg(not(unix))]
-        Err(format!(
-            "cannot send {} to pid {pid}: not supported",
-            self.name
-        ))
+        Err(SignalError::Unsupported {
+            signal: self.name.clone(),
+            pid,
+        })
     }
 }
 
@@ -170,5 +283,50 @@ mod tests {
             made.is_err(),
             unsupported_here(std::env::consts::OS, &PidSource::Name("x".into())).is_some()
         );
+    }
+
+    fn to(target: PidSource) -> SignalAction {
+        SignalAction::new("HUP", target).unwrap()
+    }
+
+    #[test]
+    fn a_pid_file_not_written_yet_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.pid");
+        let e = to(PidSource::File(path.clone())).try_send().unwrap_err();
+        assert!(matches!(e, SignalError::PidFile { .. }), "{e:?}");
+        assert!(e.is_transient());
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot read {}: ", path.display())),
+            "{e}"
+        );
+        std::fs::write(&path, " nginx\n").unwrap();
+        let e = to(PidSource::File(path.clone())).try_send().unwrap_err();
+        assert!(matches!(e, SignalError::NotAPid { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!("{} does not hold a process id: \"nginx\"", path.display())
+        );
+    }
+
+    #[test]
+    fn a_process_that_is_gone_is_named_with_a_hint() {
+        // Above any pid_max (2^22 at most): no such process.
+        let e = to(PidSource::Pid(i32::MAX as u32)).try_send().unwrap_err();
+        assert!(matches!(e, SignalError::Send { .. }), "{e:?}");
+        assert!(e.is_transient());
+        let message = e.to_string();
+        assert!(
+            message.starts_with(&format!("cannot send SIGHUP to pid {}: ", i32::MAX)),
+            "{message}"
+        );
+        assert!(
+            message.ends_with(" (no such process: is the pid file stale?)"),
+            "{message}"
+        );
+        let e = to(PidSource::Pid(u32::MAX)).try_send().unwrap_err();
+        assert_eq!(e.to_string(), format!("invalid process id {}", u32::MAX));
+        assert!(!e.is_transient());
     }
 }

@@ -9,13 +9,113 @@
 //! against Mozilla's roots, bundled so that a `FROM scratch` image has them,
 //! or against a CA file (a cluster's own CA, say).
 
-use std::{path::PathBuf, time::Duration};
+use std::{fmt, path::PathBuf, time::Duration};
 
 use crate::{actions::Round, event::Event};
 
 /// First retry delay; doubled each attempt up to [`BACKOFF_CAP`].
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
+
+/// Why a webhook call failed, by cause: the caller decides by variant
+/// (nothing listening, or a 5xx, passes; a 4xx is a refusal). Every
+/// message is built from the error's kind, never from the request, so it
+/// holds no credentials (the URL appears only redacted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WebhookError {
+    /// No connection: refused, reset, or the host not found. `cause` is
+    /// the message (`connection failed: ...`, `host not found`).
+    Connect {
+        /// What failed, redacted.
+        cause: String,
+    },
+    /// No complete answer within the timeout.
+    Timeout {
+        /// Which timeout, as the HTTP client names it.
+        cause: String,
+    },
+    /// The server answered with a status that is not accepted.
+    Status(u16),
+    /// Anything else the HTTP client refused (TLS, protocol, an invalid
+    /// request), its message redacted.
+    Other(String),
+    /// Every attempt failed: the last attempt's error.
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// The last attempt's error.
+        last: Box<WebhookError>,
+    },
+    /// Not retried: a newer config or a shutdown superseded the round.
+    Superseded(Box<WebhookError>),
+}
+
+impl WebhookError {
+    /// Whether a later attempt may succeed without a change of settings:
+    /// no connection, a timeout, a 5xx, 408 or 429. Other statuses (a 4xx:
+    /// wrong path, credentials) and the client's refusals are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            WebhookError::Connect { .. } | WebhookError::Timeout { .. } => true,
+            WebhookError::Status(status) => *status >= 500 || matches!(status, 408 | 429),
+            WebhookError::Other(_) => false,
+            WebhookError::GaveUp { last, .. } | WebhookError::Superseded(last) => {
+                last.is_transient()
+            }
+        }
+    }
+
+    /// A message for an error of the HTTP client, without the request's
+    /// URL (the `display` form replaces it where the client quotes it).
+    fn of(e: ureq::Error, url: &str, display: &str) -> Self {
+        match e {
+            ureq::Error::Io(io) => WebhookError::Connect {
+                cause: format!("connection failed: {io}").replace(url, display),
+            },
+            ureq::Error::Timeout(t) => WebhookError::Timeout {
+                cause: format!("timed out ({t})"),
+            },
+            ureq::Error::HostNotFound => WebhookError::Connect {
+                cause: "host not found".into(),
+            },
+            ureq::Error::ConnectionFailed => WebhookError::Connect {
+                cause: "connection failed".into(),
+            },
+            ureq::Error::BadUri(_) => WebhookError::Other("invalid URL".into()),
+            other => WebhookError::Other(other.to_string().replace(url, display)),
+        }
+    }
+}
+
+impl fmt::Display for WebhookError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WebhookError::Connect { cause } | WebhookError::Timeout { cause } => f.write_str(cause),
+            WebhookError::Status(status) => write!(f, "status {status} not accepted"),
+            WebhookError::Other(message) => f.write_str(message),
+            WebhookError::GaveUp { attempts, last } => {
+                write!(f, "{last} (gave up after {})", super::attempts(*attempts))
+            }
+            WebhookError::Superseded(last) => write!(
+                f,
+                "{last} (not retried: a newer config or shutdown superseded it)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WebhookError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WebhookError::GaveUp { last, .. } | WebhookError::Superseded(last) => Some(last),
+            WebhookError::Connect { .. }
+            | WebhookError::Timeout { .. }
+            | WebhookError::Status(_)
+            | WebhookError::Other(_) => None,
+        }
+    }
+}
 
 /// How webhooks are called.
 #[derive(Debug, Clone)]
@@ -171,7 +271,7 @@ impl Webhook {
 
     /// Attempts until accepted, out of retries, or superseded by a newer
     /// config. Returns the number of attempts and the result.
-    pub(crate) fn run(&self, event: &Event, round: &Round<'_>) -> (u32, Result<(), String>) {
+    pub(crate) fn run(&self, event: &Event, round: &Round<'_>) -> (u32, Result<(), WebhookError>) {
         let body = event.to_json().to_string();
         let mut attempts = 0;
         loop {
@@ -183,10 +283,10 @@ impl Webhook {
             if attempts > self.options.retries {
                 return (
                     attempts,
-                    Err(format!(
-                        "{error} (gave up after {})",
-                        super::attempts(attempts)
-                    )),
+                    Err(WebhookError::GaveUp {
+                        attempts,
+                        last: Box::new(error),
+                    }),
                 );
             }
             let delay = backoff(attempts);
@@ -196,12 +296,7 @@ impl Webhook {
                 humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
             );
             if round.superseded() || !round.pause(delay) {
-                return (
-                    attempts,
-                    Err(format!(
-                        "{error} (not retried: a newer config or shutdown superseded it)"
-                    )),
-                );
+                return (attempts, Err(WebhookError::Superseded(Box::new(error))));
             }
         }
     }
@@ -217,7 +312,7 @@ impl Webhook {
         let response = self
             .agent
             .run(request)
-            .map_err(|e| describe(e).replace(&self.url, &self.display))?;
+            .map_err(|e| self.error(e).to_string())?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
             return Err(format!("status {status}"));
@@ -227,11 +322,16 @@ impl Webhook {
             .with_config()
             .limit(1 << 20)
             .read_to_string()
-            .map_err(|e| format!("cannot read the answer: {}", describe(e)))?;
+            .map_err(|e| format!("cannot read the answer: {}", self.error(e)))?;
         serde_json::from_str(&text).map_err(|e| format!("the answer is not JSON: {e}"))
     }
 
-    fn attempt(&self, body: &str) -> Result<(), String> {
+    /// The HTTP client's error, typed, its message redacted.
+    fn error(&self, e: ureq::Error) -> WebhookError {
+        WebhookError::of(e, &self.url, &self.display)
+    }
+
+    fn attempt(&self, body: &str) -> Result<(), WebhookError> {
         let mut request = ureq::http::Request::builder()
             .method(self.options.method.as_str())
             .uri(&self.url)
@@ -241,11 +341,8 @@ impl Webhook {
         }
         let request = request
             .body(body.to_owned())
-            .map_err(|_| "invalid request".to_owned())?;
-        let response = self
-            .agent
-            .run(request)
-            .map_err(|e| describe(e).replace(&self.url, &self.display))?;
+            .map_err(|_| WebhookError::Other("invalid request".into()))?;
+        let response = self.agent.run(request).map_err(|e| self.error(e))?;
         let status = response.status().as_u16();
         let accepted = if self.options.accept.is_empty() {
             (200..300).contains(&status)
@@ -255,7 +352,7 @@ impl Webhook {
         if accepted {
             Ok(())
         } else {
-            Err(format!("status {status} not accepted"))
+            Err(WebhookError::Status(status))
         }
     }
 }
@@ -292,18 +389,6 @@ fn tls_config(verify: &TlsVerify) -> Result<ureq::tls::TlsConfig, String> {
         }
     }
     .build())
-}
-
-/// A message for an error that does not repeat the request's URL.
-fn describe(e: ureq::Error) -> String {
-    match e {
-        ureq::Error::Io(io) => format!("connection failed: {io}"),
-        ureq::Error::Timeout(t) => format!("timed out ({t})"),
-        ureq::Error::HostNotFound => "host not found".into(),
-        ureq::Error::ConnectionFailed => "connection failed".into(),
-        ureq::Error::BadUri(_) => "invalid URL".into(),
-        other => other.to_string(),
-    }
 }
 
 /// `base * 2^(attempt-1)`, capped, with jitter: uniform in [d/2, d].
@@ -413,9 +498,84 @@ mod tests {
     #[test]
     fn short_secrets_do_not_mangle_messages() {
         let hook = Webhook::new("http://app:e@127.0.0.1:1/x", WebhookOptions::default()).unwrap();
-        let message = hook.attempt("{}").unwrap_err();
+        let error = hook.attempt("{}").unwrap_err();
+        assert!(matches!(error, WebhookError::Connect { .. }), "{error:?}");
+        assert!(error.is_transient(), "{error:?}");
+        let message = error.to_string();
         assert!(message.starts_with("connection"), "{message}");
         assert!(!message.contains("***"), "{message}");
         assert!(!format!("{hook:?}").contains("app:e"));
+    }
+
+    /// A server on 127.0.0.1 answering each request with the next status.
+    fn answering(statuses: &'static [u16]) -> String {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/-/reload", server.server_addr());
+        std::thread::spawn(move || {
+            for &status in statuses {
+                let Ok(request) = server.recv() else { return };
+                let _ = request.respond(tiny_http::Response::empty(status));
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn a_status_is_a_refusal_or_a_passing_fault_by_its_code() {
+        let url = answering(&[404, 503, 429]);
+        let hook = Webhook::new(&url, WebhookOptions::default()).unwrap();
+        let errors: Vec<_> = (0..3).map(|_| hook.attempt("{}").unwrap_err()).collect();
+        assert_eq!(
+            errors,
+            [
+                WebhookError::Status(404),
+                WebhookError::Status(503),
+                WebhookError::Status(429)
+            ]
+        );
+        assert_eq!(
+            errors
+                .iter()
+                .map(WebhookError::is_transient)
+                .collect::<Vec<_>>(),
+            [false, true, true]
+        );
+        assert_eq!(errors[0].to_string(), "status 404 not accepted");
+        let gave_up = WebhookError::GaveUp {
+            attempts: 1,
+            last: Box::new(errors[1].clone()),
+        };
+        assert_eq!(
+            gave_up.to_string(),
+            "status 503 not accepted (gave up after 1 attempt)"
+        );
+        assert!(gave_up.is_transient());
+        let superseded = WebhookError::Superseded(Box::new(errors[0].clone()));
+        assert!(
+            superseded
+                .to_string()
+                .ends_with("(not retried: a newer config or shutdown superseded it)")
+        );
+        assert!(!superseded.is_transient());
+    }
+
+    #[test]
+    fn a_server_that_never_answers_is_a_timeout() {
+        // Accepted by the kernel's backlog, never answered.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://user:secret@{}/x", silent.local_addr().unwrap());
+        let options = WebhookOptions {
+            timeout: Duration::from_millis(200),
+            ..WebhookOptions::default()
+        };
+        let error = Webhook::new(&url, options)
+            .unwrap()
+            .attempt("{}")
+            .unwrap_err();
+        assert!(matches!(error, WebhookError::Timeout { .. }), "{error:?}");
+        assert!(error.is_transient());
+        let message = error.to_string();
+        assert!(message.starts_with("timed out ("), "{message}");
+        assert!(!message.contains("secret"), "{message}");
     }
 }

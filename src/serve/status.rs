@@ -154,7 +154,33 @@ pub struct Status {
 // Without actions, their series are still exported (at 0), never updated.
 #[cfg_attr(not(feature = "actions"), allow(dead_code))]
 struct Metrics {
-    // The Prometheus/Thanos config reloader's names.
+    /// The Prometheus/Thanos config reloader's names.
+    reloader: ReloaderSeries,
+    /// The actions' series.
+    actions: ActionSeries,
+    // Ours: per directory, then the loop's.
+    checks: IntCounterVec,
+    last_check_at: prometheus::GaugeVec,
+    config_valid: IntGaugeVec,
+    config_info: IntGaugeVec,
+    not_applied: IntGaugeVec,
+    not_applied_seconds: prometheus::GaugeVec,
+    refused_info: IntGaugeVec,
+    events: IntCounterVec,
+    errors: IntCounterVec,
+    retries: IntCounterVec,
+    lag: Histogram,
+    ours_last_reload_ok: IntGauge,
+    ours_last_reload_ok_at: Gauge,
+    #[cfg(feature = "rustls")]
+    cert_expiry: super::certs::CertExpiry,
+}
+
+/// The series named as the Prometheus/Thanos config reloader names them,
+/// so that its dashboards and alerts work unchanged.
+#[derive(Debug)]
+#[cfg_attr(not(feature = "actions"), allow(dead_code))]
+struct ReloaderSeries {
     reloads: IntCounter,
     reloads_failed: IntCounter,
     last_reload_ok: IntGauge,
@@ -163,26 +189,16 @@ struct Metrics {
     applies_failed: IntCounter,
     watch_events: IntCounter,
     watch_errors: IntCounter,
-    // Ours.
-    checks: IntCounterVec,
-    last_check_at: prometheus::GaugeVec,
-    config_valid: IntGaugeVec,
-    config_info: IntGaugeVec,
-    not_applied: IntGaugeVec,
-    not_applied_seconds: prometheus::GaugeVec,
-    refused_info: IntGaugeVec,
+}
+
+/// The actions' series.
+#[derive(Debug)]
+#[cfg_attr(not(feature = "actions"), allow(dead_code))]
+struct ActionSeries {
     actions_failing: IntGauge,
-    events: IntCounterVec,
-    errors: IntCounterVec,
-    retries: IntCounterVec,
-    lag: Histogram,
     action_runs: IntCounterVec,
     action_duration: HistogramVec,
     webhook_attempts: IntCounter,
-    ours_last_reload_ok: IntGauge,
-    ours_last_reload_ok_at: Gauge,
-    #[cfg(feature = "rustls")]
-    cert_expiry: super::certs::CertExpiry,
 }
 
 impl Status {
@@ -256,98 +272,118 @@ impl Status {
         m.events
             .with_label_values(&[dir.path.as_str(), event.kind.as_str()])
             .inc();
-        m.watch_events.inc();
+        m.reloader.watch_events.inc();
         let mut state = dir.state.lock().unwrap_or_else(|e| e.into_inner());
         state.on_disk = Some((event.version.clone(), event.detected_at));
         match event.kind {
-            EventKind::Initial | EventKind::Change => {
-                dir.has_config.store(true, Ordering::Relaxed);
-                m.config_valid
-                    .with_label_values(&[dir.path.as_str()])
-                    .set(1);
-                m.not_applied.with_label_values(&[dir.path.as_str()]).set(0);
-                state.not_applied_since = None;
-                if let Some((version, key)) = state.refused.take() {
-                    let _ = m
-                        .refused_info
-                        .remove_label_values(&[&dir.path, &version, &key]);
-                }
-                m.applies.inc();
-                if let Some(config) = &event.config {
-                    let hash = format!(
-                        "{:016x}",
-                        xxhash_rust::xxh3::xxh3_64(config.to_string().as_bytes())
-                    );
-                    state.applied = Some((event.version.clone(), hash.clone(), event.detected_at));
-                    let mut info = dir.info.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some((version, hash)) = info.take() {
-                        let _ = m
-                            .config_info
-                            .remove_label_values(&[&dir.path, &version, &hash]);
-                    }
-                    m.config_info
-                        .with_label_values(&[
-                            dir.path.as_str(),
-                            event.version.as_str(),
-                            hash.as_str(),
-                        ])
-                        .set(1);
-                    *info = Some((event.version.clone(), hash));
-                    #[cfg(feature = "rustls")]
-                    m.cert_expiry
-                        .update(&dir.path, dir.single_key.as_deref(), config, &dir.certs);
-                }
-                // The initial event's "lag" is the volume's age, not a
-                // detection delay; a negative one is clock skew.
-                if let (EventKind::Change, Some(lag)) = (event.kind, &event.lag)
-                    && lag.seconds >= 0.0
-                {
-                    m.lag.observe(lag.seconds);
-                }
-                if !self.has_actions {
-                    self.reloaded(true, event.detected_at);
-                }
-            }
-            EventKind::Error => {
-                m.config_valid
-                    .with_label_values(&[dir.path.as_str()])
-                    .set(0);
-                m.not_applied.with_label_values(&[dir.path.as_str()]).set(1);
-                // A fault reported after its grace began before its event:
-                // the heartbeat, published before the event was handed
-                // on, says when.
-                let since = dir
-                    .heartbeat
-                    .fault()
-                    .filter(|f| f.reported && f.fault.version.as_deref() == Some(&event.version))
-                    .map_or(event.detected_at, |f| f.since);
-                state.not_applied_since.get_or_insert(since);
-                let key = event.key.clone().unwrap_or_default();
-                if let Some((version, key)) = state.refused.take() {
-                    let _ = m
-                        .refused_info
-                        .remove_label_values(&[&dir.path, &version, &key]);
-                }
-                m.refused_info
-                    .with_label_values(&[dir.path.as_str(), event.version.as_str(), key.as_str()])
-                    .set(1);
-                state.refused = Some((event.version.clone(), key));
-                state.last_error = Some(LastError {
-                    version: event.version.clone(),
-                    key: event.key.clone(),
-                    message: event.error.clone().unwrap_or_default(),
-                    at: event.detected_at,
-                });
-                m.applies_failed.inc();
-                m.watch_errors.inc();
-                m.errors
-                    .with_label_values(&[dir.path.as_str(), event.key.as_deref().unwrap_or("")])
-                    .inc();
-                // The latest version is not in effect: that is what the
-                // reloader alert is for.
-                self.reloaded(false, event.detected_at);
-            }
+            EventKind::Initial | EventKind::Change => self.accepted(dir, &mut state, event),
+            EventKind::Error => self.refused(dir, &mut state, event),
         }
+    }
+
+    /// A version accepted: the directory's config is valid and applied,
+    /// any refusal it had is over.
+    fn accepted(&self, dir: &Dir, state: &mut DirState, event: &Event) {
+        let m = &self.m;
+        dir.has_config.store(true, Ordering::Relaxed);
+        m.config_valid
+            .with_label_values(&[dir.path.as_str()])
+            .set(1);
+        m.not_applied.with_label_values(&[dir.path.as_str()]).set(0);
+        state.not_applied_since = None;
+        if let Some((version, key)) = state.refused.take() {
+            let _ = m
+                .refused_info
+                .remove_label_values(&[&dir.path, &version, &key]);
+        }
+        m.reloader.applies.inc();
+        if let Some(config) = &event.config {
+            self.config_applied(dir, state, event, config);
+        }
+        // The initial event's "lag" is the volume's age, not a
+        // detection delay; a negative one is clock skew.
+        if let (EventKind::Change, Some(lag)) = (event.kind, &event.lag)
+            && lag.seconds >= 0.0
+        {
+            m.lag.observe(lag.seconds);
+        }
+        if !self.has_actions {
+            self.reloaded(true, event.detected_at);
+        }
+    }
+
+    /// The accepted config's hash, as `config_info` (replacing the last
+    /// one's series) and on the status page; with `rustls`, its
+    /// certificate's expiry.
+    fn config_applied(
+        &self,
+        dir: &Dir,
+        state: &mut DirState,
+        event: &Event,
+        config: &serde_json::Value,
+    ) {
+        let m = &self.m;
+        let hash = format!(
+            "{:016x}",
+            xxhash_rust::xxh3::xxh3_64(config.to_string().as_bytes())
+        );
+        state.applied = Some((event.version.clone(), hash.clone(), event.detected_at));
+        let mut info = dir.info.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((version, hash)) = info.take() {
+            let _ = m
+                .config_info
+                .remove_label_values(&[&dir.path, &version, &hash]);
+        }
+        m.config_info
+            .with_label_values(&[dir.path.as_str(), event.version.as_str(), hash.as_str()])
+            .set(1);
+        *info = Some((event.version.clone(), hash));
+        #[cfg(feature = "rustls")]
+        m.cert_expiry
+            .update(&dir.path, dir.single_key.as_deref(), config, &dir.certs);
+    }
+
+    /// A version refused (or a fault past its grace): the latest version
+    /// is not applied, since when, and why.
+    fn refused(&self, dir: &Dir, state: &mut DirState, event: &Event) {
+        let m = &self.m;
+        m.config_valid
+            .with_label_values(&[dir.path.as_str()])
+            .set(0);
+        m.not_applied.with_label_values(&[dir.path.as_str()]).set(1);
+        // A fault reported after its grace began before its event:
+        // the heartbeat, published before the event was handed
+        // on, says when.
+        let since = dir
+            .heartbeat
+            .fault()
+            .filter(|f| f.reported && f.fault.version.as_deref() == Some(&event.version))
+            .map_or(event.detected_at, |f| f.since);
+        state.not_applied_since.get_or_insert(since);
+        let key = event.key.clone().unwrap_or_default();
+        if let Some((version, key)) = state.refused.take() {
+            let _ = m
+                .refused_info
+                .remove_label_values(&[&dir.path, &version, &key]);
+        }
+        m.refused_info
+            .with_label_values(&[dir.path.as_str(), event.version.as_str(), key.as_str()])
+            .set(1);
+        state.refused = Some((event.version.clone(), key));
+        state.last_error = Some(LastError {
+            version: event.version.clone(),
+            key: event.key.clone(),
+            message: event.error.clone().unwrap_or_default(),
+            at: event.detected_at,
+        });
+        m.reloader.applies_failed.inc();
+        m.reloader.watch_errors.inc();
+        m.errors
+            .with_label_values(&[dir.path.as_str(), event.key.as_deref().unwrap_or("")])
+            .inc();
+        // The latest version is not in effect: that is what the
+        // reloader alert is for.
+        self.reloaded(false, event.detected_at);
     }
 
     /// Records the result of one action of a round.
@@ -355,22 +391,26 @@ impl Status {
     pub fn observe_action(&self, report: &crate::actions::ActionReport) {
         let m = &self.m;
         let result = if report.ok { "success" } else { "failure" };
-        m.action_runs
+        m.actions
+            .action_runs
             .with_label_values(&[report.action, result])
             .inc();
-        m.action_duration
+        m.actions
+            .action_duration
             .with_label_values(&[report.action])
             .observe(report.duration.as_secs_f64());
         if report.action == "webhook" {
-            m.webhook_attempts.inc_by(u64::from(report.attempts));
+            m.actions
+                .webhook_attempts
+                .inc_by(u64::from(report.attempts));
         }
         // The Prometheus reloader's meaning: a reload is a request to the
         // target (a command, a webhook, a signal). A confirmation checks
         // that one took effect; it is not a second reload.
         if report.action != "confirm" {
-            m.reloads.inc();
+            m.reloader.reloads.inc();
             if !report.ok {
-                m.reloads_failed.inc();
+                m.reloader.reloads_failed.inc();
             }
         }
         let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
@@ -379,18 +419,18 @@ impl Status {
             true => failing.remove(&key),
             false => failing.insert(key, report.version.clone()),
         };
-        m.actions_failing.set(failing.len() as i64);
+        m.actions.actions_failing.set(failing.len() as i64);
         drop(failing);
         self.reloaded(report.ok, report.finished_at);
     }
 
     fn reloaded(&self, ok: bool, at: SystemTime) {
         let m = &self.m;
-        m.last_reload_ok.set(i64::from(ok));
+        m.reloader.last_reload_ok.set(i64::from(ok));
         m.ours_last_reload_ok.set(i64::from(ok));
         if ok {
             let at = unix_seconds(at);
-            m.last_reload_ok_at.set(at);
+            m.reloader.last_reload_ok_at.set(at);
             m.ours_last_reload_ok_at.set(at);
         }
     }
@@ -608,204 +648,205 @@ impl Status {
     }
 }
 
+/// Creates series in a registry: each one registered as it is made.
+struct Registrar<'a>(&'a Registry);
+
+impl Registrar<'_> {
+    fn add<M: prometheus::core::Collector + Clone + 'static>(&self, metric: M) -> M {
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("unique metric");
+        metric
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> Gauge {
+        self.add(Gauge::new(name, help).expect("valid metric"))
+    }
+
+    fn int_gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
+        self.add(prometheus::GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn int_gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+}
+
 impl Metrics {
     fn register(registry: &Registry, watches: usize) -> Self {
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
-        };
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
-        };
-        let gauge = |name: &str, help: &str| {
-            let g = Gauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
-        };
-        let int_gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
-        };
-        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-            let g = prometheus::GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
-        };
-        let int_gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
-        };
-
-        let watches_gauge = int_gauge(
-            "reloader_watches",
-            "Number of resources watched by the reloader.",
-        );
-        watches_gauge.set(watches as i64);
-        let build_info = int_gauge_vec(
-            "configmapwatch_build_info",
-            "A metric with a constant '1' value labelled by the version of configmapwatch.",
-            &["version"],
-        );
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-
-        let lag = Histogram::with_opts(
-            HistogramOpts::new(
-                "configmapwatch_detection_lag_seconds",
-                "Time from a version's swap (the ..data link's mtime) to its detection; an upper bound on filesystems with whole-second timestamps.",
-            )
-            .buckets(LAG_BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(lag.clone()))
-            .expect("unique metric");
-        let action_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "configmapwatch_action_duration_seconds",
-                "Time one action took for one version, retries included.",
-            )
-            .buckets(ACTION_BUCKETS.to_vec()),
-            &["action"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(action_duration.clone()))
-            .expect("unique metric");
-        let last_check_at = prometheus::GaugeVec::new(
-            Opts::new(
-                "configmapwatch_last_check_timestamp_seconds",
-                "When the poll loop last checked the directory (Unix time).",
-            ),
-            &["dir"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(last_check_at.clone()))
-            .expect("unique metric");
-
+        let r = Registrar(registry);
+        Self::register_constants(&r, watches);
         Metrics {
-            reloads: counter(
-                "reloader_reloads_total",
-                "Total number of reload requests (runs of exec, webhook and signal actions; confirmations are not reloads).",
-            ),
-            reloads_failed: counter(
-                "reloader_reloads_failed_total",
-                "Total number of reload requests that failed.",
-            ),
-            last_reload_ok: int_gauge(
-                "reloader_last_reload_successful",
-                "Whether the last reload attempt was successful (0 also while the latest version is invalid).",
-            ),
-            last_reload_ok_at: gauge(
-                "reloader_last_reload_success_timestamp_seconds",
-                "Timestamp of the last successful reload.",
-            ),
-            applies: counter(
-                "reloader_config_apply_operations_total",
-                "Total number of config versions accepted.",
-            ),
-            applies_failed: counter(
-                "reloader_config_apply_operations_failed_total",
-                "Total number of config versions refused as invalid.",
-            ),
-            watch_events: counter(
-                "reloader_watch_events_total",
-                "Total number of versions seen.",
-            ),
-            watch_errors: counter(
-                "reloader_watch_errors_total",
-                "Total number of versions that could not be used.",
-            ),
-            checks: counter_vec(
+            reloader: ReloaderSeries::register(&r),
+            actions: ActionSeries::register(&r),
+            checks: r.counter_vec(
                 "configmapwatch_checks_total",
                 "Checks of the directory by the poll loop.",
                 &["dir"],
             ),
-            last_check_at,
-            config_valid: int_gauge_vec(
+            last_check_at: r.gauge_vec(
+                "configmapwatch_last_check_timestamp_seconds",
+                "When the poll loop last checked the directory (Unix time).",
+                &["dir"],
+            ),
+            config_valid: r.int_gauge_vec(
                 "configmapwatch_config_valid",
                 "Whether the directory's latest version is valid (the last good config stays in use when it is not).",
                 &["dir"],
             ),
-            config_info: int_gauge_vec(
+            config_info: r.int_gauge_vec(
                 "configmapwatch_config_info",
                 "The config in use per directory: its version and a hash of its content (replicas with different configs show different hashes).",
                 &["dir", "version", "hash"],
             ),
-            not_applied: int_gauge_vec(
+            not_applied: r.int_gauge_vec(
                 "configmapwatch_version_not_applied",
                 "1 while the directory holds a version that is not applied (refused as invalid, or unreadable past the fault grace) and the last good config stays in use; 0 once a good version is applied.",
                 &["dir"],
             ),
-            not_applied_seconds: gauge_vec(
+            not_applied_seconds: r.gauge_vec(
                 "configmapwatch_version_not_applied_seconds",
                 "How long the directory has held a version that is not applied, at scrape time (0 when the newest is applied).",
                 &["dir"],
             ),
-            refused_info: int_gauge_vec(
+            refused_info: r.int_gauge_vec(
                 "configmapwatch_refused_version_info",
                 "1 for the newest refused version while it is not applied: its version and the key at fault (empty when none); gone once a good version is applied.",
                 &["dir", "version", "key"],
             ),
-            actions_failing: int_gauge(
-                "configmapwatch_actions_failing",
-                "Actions whose last run failed (their round is being retried): the config in use may not be the target's.",
-            ),
-            events: counter_vec(
+            events: r.counter_vec(
                 "configmapwatch_events_total",
                 "Events per directory and kind (initial, change, error).",
                 &["dir", "kind"],
             ),
-            errors: counter_vec(
+            errors: r.counter_vec(
                 "configmapwatch_errors_total",
                 "Invalid versions per directory and key (empty when no key is concerned).",
                 &["dir", "key"],
             ),
-            retries: counter_vec(
+            retries: r.counter_vec(
                 "configmapwatch_read_retries_total",
                 "Reads retried after a passing fault (EMFILE, EIO, a swap under way).",
                 &["dir"],
             ),
-            lag,
-            action_runs: counter_vec(
-                "configmapwatch_action_runs_total",
-                "Action runs by action (exec, webhook, signal) and result (success, failure).",
-                &["action", "result"],
+            lag: r.add(
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "configmapwatch_detection_lag_seconds",
+                        "Time from a version's swap (the ..data link's mtime) to its detection; an upper bound on filesystems with whole-second timestamps.",
+                    )
+                    .buckets(LAG_BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
             ),
-            action_duration,
-            webhook_attempts: counter(
-                "configmapwatch_webhook_attempts_total",
-                "HTTP requests made by webhooks, retries included.",
-            ),
-            ours_last_reload_ok: int_gauge(
+            ours_last_reload_ok: r.int_gauge(
                 "configmapwatch_last_reload_successful",
                 "Whether the latest version is valid and its actions succeeded.",
             ),
-            ours_last_reload_ok_at: gauge(
+            ours_last_reload_ok_at: r.gauge(
                 "configmapwatch_last_reload_success_timestamp_seconds",
                 "When a version was last accepted and its actions succeeded (Unix time).",
             ),
             #[cfg(feature = "rustls")]
             cert_expiry: super::certs::CertExpiry::register(registry),
+        }
+    }
+
+    /// The series set once: how many directories, which build.
+    fn register_constants(r: &Registrar<'_>, watches: usize) {
+        r.int_gauge(
+            "reloader_watches",
+            "Number of resources watched by the reloader.",
+        )
+        .set(watches as i64);
+        r.int_gauge_vec(
+            "configmapwatch_build_info",
+            "A metric with a constant '1' value labelled by the version of configmapwatch.",
+            &["version"],
+        )
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    }
+}
+
+impl ReloaderSeries {
+    fn register(r: &Registrar<'_>) -> Self {
+        ReloaderSeries {
+            reloads: r.counter(
+                "reloader_reloads_total",
+                "Total number of reload requests (runs of exec, webhook and signal actions; confirmations are not reloads).",
+            ),
+            reloads_failed: r.counter(
+                "reloader_reloads_failed_total",
+                "Total number of reload requests that failed.",
+            ),
+            last_reload_ok: r.int_gauge(
+                "reloader_last_reload_successful",
+                "Whether the last reload attempt was successful (0 also while the latest version is invalid).",
+            ),
+            last_reload_ok_at: r.gauge(
+                "reloader_last_reload_success_timestamp_seconds",
+                "Timestamp of the last successful reload.",
+            ),
+            applies: r.counter(
+                "reloader_config_apply_operations_total",
+                "Total number of config versions accepted.",
+            ),
+            applies_failed: r.counter(
+                "reloader_config_apply_operations_failed_total",
+                "Total number of config versions refused as invalid.",
+            ),
+            watch_events: r.counter(
+                "reloader_watch_events_total",
+                "Total number of versions seen.",
+            ),
+            watch_errors: r.counter(
+                "reloader_watch_errors_total",
+                "Total number of versions that could not be used.",
+            ),
+        }
+    }
+}
+
+impl ActionSeries {
+    fn register(r: &Registrar<'_>) -> Self {
+        ActionSeries {
+            actions_failing: r.int_gauge(
+                "configmapwatch_actions_failing",
+                "Actions whose last run failed (their round is being retried): the config in use may not be the target's.",
+            ),
+            action_runs: r.counter_vec(
+                "configmapwatch_action_runs_total",
+                "Action runs by action (exec, webhook, signal) and result (success, failure).",
+                &["action", "result"],
+            ),
+            action_duration: r.add(
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "configmapwatch_action_duration_seconds",
+                        "Time one action took for one version, retries included.",
+                    )
+                    .buckets(ACTION_BUCKETS.to_vec()),
+                    &["action"],
+                )
+                .expect("valid metric"),
+            ),
+            webhook_attempts: r.counter(
+                "configmapwatch_webhook_attempts_total",
+                "HTTP requests made by webhooks, retries included.",
+            ),
         }
     }
 }

@@ -1,8 +1,6 @@
 //! ConfigMap mode: the idle check of `..data` (one `readlink` compared in
 //! place), and reading the version it names when it moves.
 
-use std::time::{Instant, SystemTime};
-
 use log::{debug, warn};
 
 use super::{LayoutMode, Watcher, state::*};
@@ -23,7 +21,7 @@ impl Watcher {
             // A version failing for a passing reason, not due again yet:
             // the readlink and one look at the clock.
             (Ok(LinkRead::Target(t)), Link::Retrying { target, retry })
-                if t == target.as_slice() && !retry.due(Instant::now()) =>
+                if t == target.as_slice() && !retry.due(self.now) =>
             {
                 None
             }
@@ -57,7 +55,9 @@ impl Watcher {
     /// `..data` points to now and report it. `seen` is the link state to
     /// settle in if `..data` itself is refused without a target to name.
     pub(super) fn reload(&mut self, seen: Link) -> Option<Event> {
-        let detected_at = SystemTime::now();
+        // For an error event; a version read is detected when its target
+        // was read (`Snapshot::seen_at`, after the readlink).
+        let detected_at = self.clock.wall();
         match self.volume.read_configmap() {
             Ok(snapshot) => {
                 // A version read again after a passing fault keeps its

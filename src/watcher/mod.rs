@@ -13,9 +13,17 @@
 //! plain directory. [`LayoutMode`] can force either mode.
 //!
 //! The loop's parts, one file each: [`options`](WatchOptions), the
-//! shutdown and wait between ticks, the per-mode state types, and the
-//! ConfigMap, plain and waiting paths of one tick.
+//! shutdown and wait between ticks, the clock and the loops' schedule, the
+//! per-mode state types, and the ConfigMap, plain and waiting paths of one
+//! tick.
+//!
+//! Time is read once per tick: [`Watcher::check`] reads the clock and runs
+//! the tick at that instant (every part of the tick goes by it), and
+//! [`Watcher::run`] reads it once after each tick, for the wait and the next
+//! tick's instant together. Wall-clock time is read only where one is
+//! needed, off ConfigMap mode's idle path.
 
+pub(crate) mod clock;
 mod configmap;
 mod options;
 mod plain;
@@ -27,6 +35,7 @@ pub use options::{DEFAULT_FAULT_GRACE, LayoutMode, WatchOptions};
 pub use shutdown::{Shutdown, ShutdownListener, Wait, shutdown_channel};
 pub use state::{Fault, FaultState};
 
+use clock::{Clock, Schedule};
 use state::*;
 
 use std::{
@@ -47,14 +56,6 @@ use crate::{
     format::Selector,
     volume::{Layout, Limits, Snapshot, Volume},
 };
-
-/// The wait from now to one interval after `tick` began: ticks keep their
-/// period however long a tick takes (500 directories, a slow handler), so
-/// a version is seen within one interval of its swap. A tick that took
-/// longer than the interval is followed at once, never by a burst.
-pub(crate) fn until_next_tick(tick: Instant, interval: Duration) -> Duration {
-    interval.saturating_sub(tick.elapsed())
-}
 
 /// Receives the watcher's events: a closure, or an `mpsc::Sender<Event>`.
 pub trait EventHandler {
@@ -106,13 +107,29 @@ pub type Commit = Box<dyn FnMut(&Snapshot, &Value) -> Result<(), Error> + Send>;
 /// liveness probes and metrics): updated with atomics on every tick, so
 /// the idle path takes no lock and allocates nothing. The fault being
 /// retried, if any, is published here too, only when it changes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Heartbeat {
     ticks: AtomicU64,
-    last_tick_unix_ms: AtomicU64,
+    /// The last tick's instant, as nanoseconds after `anchor`, plus one (0:
+    /// none yet). Monotonic, so that the tick reads no wall clock, and a
+    /// step of the wall clock does not make a live loop look stuck.
+    last_tick: AtomicU64,
+    anchor: Instant,
     retries: AtomicU64,
     /// Written by the loop only when a fault starts, is retried or ends.
     fault: Mutex<Option<FaultState>>,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat {
+            ticks: AtomicU64::new(0),
+            last_tick: AtomicU64::new(0),
+            anchor: Instant::now(),
+            retries: AtomicU64::new(0),
+            fault: Mutex::new(None),
+        }
+    }
 }
 
 impl Heartbeat {
@@ -127,12 +144,17 @@ impl Heartbeat {
         self.retries.load(Ordering::Relaxed)
     }
 
-    /// When the last tick ran, if one has.
+    /// When the last tick ran, if one has: its age on the monotonic clock,
+    /// before the wall-clock time now (the clocks are read here, by the
+    /// reader, not by the tick).
     pub fn last_tick(&self) -> Option<SystemTime> {
-        match self.last_tick_unix_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
-        }
+        let at = match self.last_tick.load(Ordering::Relaxed) {
+            0 => return None,
+            n => self.anchor + Duration::from_nanos(n - 1),
+        };
+        let age = Instant::now().saturating_duration_since(at);
+        let now = SystemTime::now();
+        Some(now.checked_sub(age).unwrap_or(now))
     }
 
     /// The passing fault the loop is retrying, as of its last attempt (see
@@ -141,12 +163,13 @@ impl Heartbeat {
         self.fault.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn beat(&self) {
+    fn beat(&self, now: Instant) {
         self.ticks.fetch_add(1, Ordering::Relaxed);
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(1, |d| d.as_millis() as u64);
-        self.last_tick_unix_ms.store(now, Ordering::Relaxed);
+        let after = now.saturating_duration_since(self.anchor).as_nanos();
+        self.last_tick.store(
+            u64::try_from(after).unwrap_or(u64::MAX - 1) + 1,
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -188,6 +211,12 @@ pub struct Watcher {
     fault_changed: bool,
     /// A fault is published: its end must be published too.
     fault_published: bool,
+    /// Where time is read (the system's clocks but in unit tests).
+    clock: Clock,
+    /// The instant of the tick being run: read once per tick, and what
+    /// every part of the tick goes by (retries due, settle times, the
+    /// waiting log's rate limit).
+    now: Instant,
 }
 
 impl Watcher {
@@ -250,7 +279,17 @@ impl Watcher {
             fault_grace: options.fault_grace,
             fault_changed: false,
             fault_published: false,
+            clock: Clock::System,
+            now: Instant::now(),
         }
+    }
+
+    /// The watcher reading `clock` instead of the system's (unit tests).
+    #[cfg(test)]
+    pub(crate) fn with_clock(mut self, clock: Clock) -> Self {
+        self.now = clock.now();
+        self.clock = clock;
+        self
     }
 
     /// Runs `validator` on every parsed config before accepting it (see
@@ -317,8 +356,17 @@ impl Watcher {
     }
 
     /// One tick: looks at the volume and returns what changed, if anything.
+    /// Reads the clock once, for the whole tick.
     pub fn check(&mut self) -> Option<Event> {
-        self.heartbeat.beat();
+        let now = self.clock.now();
+        self.check_at(now)
+    }
+
+    /// One tick at `now`, read by the caller's loop (see [`Schedule`]): the
+    /// tick reads no clock of its own on its idle path.
+    pub(crate) fn check_at(&mut self, now: Instant) -> Option<Event> {
+        self.now = now;
+        self.heartbeat.beat(now);
         let event = match self.mode {
             Mode::ConfigMap(_) => self.check_configmap(),
             Mode::Plain(_) => self.check_plain(),
@@ -336,7 +384,9 @@ impl Watcher {
     /// for other threads, with its instants as wall-clock times.
     fn publish_fault(&mut self) {
         self.fault_changed = false;
-        let (now, wall) = (Instant::now(), SystemTime::now());
+        // Read together, to convert instants to wall-clock times (only when
+        // a fault starts, is retried or ends).
+        let (now, wall) = (self.clock.now(), self.clock.wall());
         let mut published = self
             .heartbeat
             .fault
@@ -386,13 +436,18 @@ impl Watcher {
     /// Checks once, then every interval, handing events to `handler`, until
     /// `shutdown` fires. Only [`Shutdown::trigger`] stops it: dropping the
     /// [`Shutdown`] handles does not.
+    ///
+    /// Ticks begin one interval apart, however long one takes (a tick that
+    /// took longer than the interval is followed at once, never by a
+    /// burst), and the clock is read once per tick, after it: an idle tick
+    /// is the `readlink`, that read and the wait.
     pub fn run(&mut self, shutdown: &(impl Wait + ?Sized), handler: &mut impl EventHandler) {
+        let mut schedule = Schedule::new(self.clock.now(), self.interval);
         loop {
-            let tick = Instant::now();
-            if let Some(event) = self.check() {
+            if let Some(event) = self.check_at(schedule.tick()) {
                 handler.handle(event);
             }
-            if shutdown.wait(until_next_tick(tick, self.interval)) {
+            if shutdown.wait(schedule.wait_after(self.clock.now())) {
                 return;
             }
         }
@@ -414,17 +469,23 @@ impl Watcher {
             .map(|w| w.interval)
             .min()
             .unwrap_or(Duration::from_secs(1));
+        // One clock for the tick they share: the first's.
+        let clock = watchers
+            .first()
+            .map(|w| w.clock.clone())
+            .unwrap_or_default();
+        let mut schedule = Schedule::new(clock.now(), interval);
         loop {
-            let tick = Instant::now();
+            let tick = schedule.tick();
             // No allocation unless an event arrives.
             let mut events = Vec::new();
             for watcher in watchers.iter_mut() {
-                events.extend(watcher.check());
+                events.extend(watcher.check_at(tick));
             }
             if !events.is_empty() {
                 handler(watchers, events);
             }
-            if shutdown.wait(until_next_tick(tick, interval)) {
+            if shutdown.wait(schedule.wait_after(clock.now())) {
                 return;
             }
         }
@@ -545,7 +606,7 @@ impl Watcher {
     ) -> (Retry, Option<Event>) {
         self.heartbeat.retries.fetch_add(1, Ordering::Relaxed);
         self.fault_changed = true;
-        let now = Instant::now();
+        let now = self.now;
         let grace = humantime::format_duration(self.fault_grace);
         let mut retry = match previous {
             Some(mut retry) => {
@@ -608,7 +669,7 @@ impl Watcher {
             dir: self.dir.clone(),
             version: fault.version.clone().unwrap_or_else(|| "-".to_owned()),
             previous_version: self.current_version().map(str::to_owned),
-            detected_at: SystemTime::now(),
+            detected_at: self.clock.wall(),
             lag: None,
             config: self.current().cloned(),
             key: fault.key.clone(),
@@ -647,17 +708,4 @@ impl Watcher {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_slow_tick_shortens_the_wait_and_an_overlong_one_skips_it() {
-        let second = Duration::from_secs(1);
-        let slow = Instant::now() - Duration::from_millis(300);
-        let wait = until_next_tick(slow, second);
-        assert!(wait <= Duration::from_millis(700), "{wait:?}");
-        assert!(wait > Duration::from_millis(600), "{wait:?}");
-        let overlong = Instant::now() - Duration::from_millis(1500);
-        assert_eq!(until_next_tick(overlong, second), Duration::ZERO);
-    }
-}
+mod tests;

@@ -1,7 +1,7 @@
 //! Plain mode: a directory without a `..data` link (or one whose symlinks
 //! the filesystem hides), compared by content fingerprints on each tick.
 
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use log::{debug, info, warn};
 
@@ -51,7 +51,9 @@ impl Watcher {
         if let Some(other_mode) = self.plain_layout_moved(walk) {
             return other_mode;
         }
-        let detected_at = SystemTime::now();
+        // Before the walk: a fingerprint's racy window is measured from a
+        // time no later than it was taken.
+        let detected_at = self.clock.wall();
         match self.plain_changed(walk, detected_at) {
             Ok(None) => None,
             Ok(Some(root)) => self.plain_read(root, detected_at),
@@ -140,7 +142,7 @@ impl Watcher {
         if let Mode::Plain(PlainState {
             retry: Some(retry), ..
         }) = &self.mode
-            && !retry.due(Instant::now())
+            && !retry.due(self.now)
         {
             return Ok(None);
         }
@@ -279,6 +281,7 @@ impl Watcher {
         if self.warned_plain {
             return;
         }
+        let tick = self.now;
         let now = match due {
             SubpathWarning::FirstLook if has_files => true,
             SubpathWarning::FirstLook => {
@@ -287,7 +290,7 @@ impl Watcher {
             }
             SubpathWarning::Settle(_) if !has_files => false,
             SubpathWarning::Settle(since) => {
-                since.get_or_insert_with(Instant::now).elapsed() >= SETTLE
+                tick.saturating_duration_since(*since.get_or_insert(tick)) >= SETTLE
             }
         };
         if now {
