@@ -96,6 +96,9 @@ impl<'de> Visitor<'de> for NodeVisitor {
         while let Some(item) = seq.next_element()? {
             items.push(item);
         }
+        // The tree lives until it is converted: no spare room in it (4
+        // slots for a sequence of one, issue 20).
+        items.shrink_to_fit();
         Ok(Node::Seq(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
@@ -103,6 +106,7 @@ impl<'de> Visitor<'de> for NodeVisitor {
         while let Some(entry) = map.next_entry()? {
             entries.push(entry);
         }
+        entries.shrink_to_fit();
         Ok(Node::Map(entries))
     }
 }
