@@ -4,6 +4,12 @@
 //! 128 bytes where 32 do), which made deeply nested JSON cost some 70 times
 //! its size (issue 20).
 //!
+//! A small array's elements are gathered on one scratch stack shared by
+//! the whole parse and moved into a block of their exact size once the
+//! array ends; growing a `Vec` and shrinking it afterwards would leave a
+//! hole beside each small array that the allocator seldom fills again (the
+//! process's resident size stayed as high as with the spare room).
+//!
 //! Everything else is serde_json's: its parser (errors, positions, the
 //! nesting limit), its numbers (as written, with `arbitrary_precision`), its
 //! `Map`.
@@ -35,15 +41,64 @@ fn exact_numbers() -> bool {
 /// one value, as for `serde_json::from_slice`.
 pub(super) fn from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = Compact.deserialize(&mut de)?;
+    let mut scratch = Vec::new();
+    let value = Compact {
+        scratch: &mut scratch,
+    }
+    .deserialize(&mut de)?;
     de.end()?;
     Ok(value)
 }
 
-/// One JSON value.
-struct Compact;
+/// Past this many elements an array grows a `Vec` of its own, shrunk when
+/// it ends: a block that large is the allocator's to shrink in place, and
+/// moving it from the scratch stack would hold it twice.
+const LARGE: usize = 4096;
 
-impl<'de> DeserializeSeed<'de> for Compact {
+/// The elements of `items`, as a `Vec` of exactly their number; `next`
+/// gives them one by one, with the scratch stack for any nested array.
+pub(super) fn collect_exact<T, E>(
+    scratch: &mut Vec<T>,
+    mut next: impl FnMut(&mut Vec<T>) -> Result<Option<T>, E>,
+) -> Result<Vec<T>, E> {
+    let start = scratch.len();
+    let mut own: Option<Vec<T>> = None;
+    loop {
+        let item = match next(scratch) {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(e) => {
+                scratch.truncate(start);
+                return Err(e);
+            }
+        };
+        match &mut own {
+            Some(own) => own.push(item),
+            None => {
+                scratch.push(item);
+                if scratch.len() - start >= LARGE {
+                    let mut large = Vec::with_capacity(2 * LARGE);
+                    large.extend(scratch.drain(start..));
+                    own = Some(large);
+                }
+            }
+        }
+    }
+    Ok(match own {
+        Some(mut own) => {
+            own.shrink_to_fit();
+            own
+        }
+        None => scratch.drain(start..).collect(),
+    })
+}
+
+/// One JSON value; nested arrays gather their elements on `scratch`.
+struct Compact<'s> {
+    scratch: &'s mut Vec<Value>,
+}
+
+impl<'de> DeserializeSeed<'de> for Compact<'_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
@@ -51,7 +106,7 @@ impl<'de> DeserializeSeed<'de> for Compact {
     }
 }
 
-impl<'de> Visitor<'de> for Compact {
+impl<'de> Visitor<'de> for Compact<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -85,14 +140,10 @@ impl<'de> Visitor<'de> for Compact {
         d.deserialize_any(self)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(Compact)? {
-            items.push(item);
-        }
-        // In place where the allocator can (a large block shrinks where it
-        // is); a small one is copied once into a block of its size.
-        items.shrink_to_fit();
-        Ok(Value::Array(items))
+        collect_exact(self.scratch, |scratch| {
+            seq.next_element_seed(Compact { scratch })
+        })
+        .map(Value::Array)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let Some(first) = map.next_key::<String>()? else {
@@ -106,9 +157,10 @@ impl<'de> Visitor<'de> for Compact {
                 .map_err(de::Error::custom);
         }
         let mut object = Map::new();
-        object.insert(first, map.next_value_seed(Compact)?);
+        let scratch = self.scratch;
+        object.insert(first, map.next_value_seed(Compact { scratch })?);
         while let Some(key) = map.next_key::<String>()? {
-            object.insert(key, map.next_value_seed(Compact)?);
+            object.insert(key, map.next_value_seed(Compact { scratch })?);
         }
         Ok(Value::Object(object))
     }
