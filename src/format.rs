@@ -9,6 +9,13 @@
 //!
 //! YAML is parsed by serde-saphyr (pure Rust, no `unsafe-libyaml`), with a
 //! budget that refuses alias bombs and deep nesting before they cost memory.
+//!
+//! Memory: a key's parse into a `Value` peaks at most at 136 times its size
+//! for JSON, 140 for YAML, 256 for TOML and 16 for text, plus 1 MiB
+//! (`tests/peak_memory.rs`, which reads, parses and prints the worst
+//! inputs). Arrays hold exactly their elements; what is left is
+//! serde_json's `Map` (a `BTreeMap` node of 11 entries for a one-entry
+//! map) and, for TOML, the toml crate's own parse tree.
 
 use std::{borrow::Cow, fmt, str::FromStr};
 
