@@ -160,6 +160,21 @@ impl Exec {
         child_slot: &Mutex<Option<u32>>,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<(), ExecError> {
+        self.run_with_config(event, event.config.as_deref(), dir, child_slot, cancelled)
+    }
+
+    /// [`run`](Self::run), with the config given apart from the event: a
+    /// checker sees a config not yet accepted, which is written to its
+    /// stdin from where it lies rather than copied into an event first (a
+    /// copy as large as the config, issue 20).
+    pub(crate) fn run_with_config(
+        &self,
+        event: &Event,
+        config: Option<&serde_json::Value>,
+        dir: &Path,
+        child_slot: &Mutex<Option<u32>>,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<(), ExecError> {
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
@@ -211,11 +226,7 @@ impl Exec {
         })?;
         *child_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(child.id());
 
-        let config = event
-            .config
-            .as_deref()
-            .map(|c| c.to_string())
-            .unwrap_or_default();
+        let config = config.map(|c| c.to_string()).unwrap_or_default();
         let deadline = Instant::now() + self.timeout;
         let (status, tail) = pipes::drive(&mut child, config.into_bytes(), deadline, cancelled);
         *child_slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
