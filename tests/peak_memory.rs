@@ -10,6 +10,11 @@
 //! counts what the allocator would really hand out: each block rounded up
 //! as glibc's malloc rounds it (a 8-byte header, 16-byte granules, 32 bytes
 //! at least), so a million one-byte allocations cost what they cost.
+//!
+//! Linux only: the model is glibc's, and the limits it informs are Linux
+//! containers' (under Wine, the Windows build's test run, the volume's
+//! symlinks cannot be made either).
+#![cfg(target_os = "linux")]
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
