@@ -179,8 +179,8 @@ fn inputs() -> Vec<(&'static str, Vec<u8>)> {
 ///   growing Vec's spare room).
 /// - YAML 140: the same one-entry maps, as many as serde-saphyr's 250,000
 ///   nodes allow (136x nested, 120x flat, 54-66 MiB); what the node limit
-///   refuses peaks at 24-34x; a 1 MiB prometheus.yml 25x. Before: 88x for
-///   refused nesting, 47x for the prometheus.yml.
+///   refuses peaks at 24-34x; a 1 MiB prometheus.yml 25x. Before: 269x and
+///   213x for the maps, 88x for refused nesting, 47x for the prometheus.yml.
 /// - TOML 256: tiny inline tables (248x), all of it in the toml crate's
 ///   own parse (`DeTable::parse`: its tree and the parser's buffers); the
 ///   JSON value built from the tree adds nothing to the peak. Not lowered.
