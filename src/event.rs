@@ -154,13 +154,35 @@ impl Event {
     /// whole-second timestamps `lag_ms` is null and `lag_max_ms` with
     /// `lag_resolution_ms` bound it instead.
     pub fn to_json(&self) -> Value {
+        let mut object = self.fields();
+        object["config"] = json!(self.config.as_deref());
+        object
+    }
+
+    /// The line `--output json` prints and a webhook sends: [`to_json`]
+    /// written out, with the config serialized where it lies instead of
+    /// copied into a new value first (a copy that doubled the peak of a
+    /// large config, issue 20).
+    ///
+    /// [`to_json`]: Self::to_json
+    pub fn to_json_string(&self) -> String {
+        serde_json::to_string(&WithConfig {
+            fields: &self.fields(),
+            config: self.config.as_deref(),
+        })
+        .unwrap_or_default()
+    }
+
+    /// Every field of [`to_json`](Self::to_json) but the config's value
+    /// (`"config": null` holds its place).
+    fn fields(&self) -> Value {
         let mut object = json!({
             "event": self.kind.as_str(),
             "dir": self.dir.to_string_lossy(),
             "version": self.version,
             "previous_version": self.previous_version,
             "detected_at": rfc3339(self.detected_at),
-            "config": self.config.as_deref(),
+            "config": null,
         });
         let since = if self.kind == EventKind::Initial {
             "age_ms"
@@ -226,7 +248,7 @@ impl Event {
     pub fn render(&self, format: OutputFormat) -> String {
         match format {
             OutputFormat::Text => self.to_text(),
-            OutputFormat::Json => self.to_json().to_string(),
+            OutputFormat::Json => self.to_json_string(),
         }
     }
 }
@@ -254,6 +276,31 @@ fn escape_controls(line: String) -> String {
             c => c.to_string(),
         })
         .collect()
+}
+
+/// An event's fields, serialized with the config borrowed into its place
+/// (the fields are an object, so in the same order as [`Event::to_json`]).
+struct WithConfig<'a> {
+    fields: &'a Value,
+    config: Option<&'a Value>,
+}
+
+impl serde_core::Serialize for WithConfig<'_> {
+    fn serialize<S: serde_core::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde_core::ser::SerializeMap;
+        let Value::Object(fields) = self.fields else {
+            return self.fields.serialize(serializer);
+        };
+        let mut map = serializer.serialize_map(Some(fields.len()))?;
+        for (name, value) in fields {
+            if name == "config" {
+                map.serialize_entry(name, &self.config)?;
+            } else {
+                map.serialize_entry(name, value)?;
+            }
+        }
+        map.end()
+    }
 }
 
 #[cfg(test)]
@@ -295,6 +342,12 @@ mod tests {
         assert_eq!(v["key"], "config.json");
         assert_eq!(v["error"], "bad");
         assert_eq!(v["lag_ms"], Value::Null);
+        // The printed line is that object, byte for byte, config or none.
+        for e in [event(EventKind::Change), event(EventKind::Initial), e] {
+            assert_eq!(e.to_json_string(), e.to_json().to_string());
+            let none = Event { config: None, ..e };
+            assert_eq!(none.to_json_string(), none.to_json().to_string());
+        }
     }
 
     #[test]

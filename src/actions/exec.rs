@@ -172,15 +172,26 @@ impl Exec {
         child_slot: &Mutex<Option<Tree>>,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<(), ExecError> {
+        self.run_with_config(event, event.config.as_deref(), dir, child_slot, cancelled)
+    }
+
+    /// [`run`](Self::run), with the config given apart from the event: a
+    /// checker sees a config not yet accepted, which is written to its
+    /// stdin from where it lies rather than copied into an event first (a
+    /// copy as large as the config, issue 20).
+    pub(crate) fn run_with_config(
+        &self,
+        event: &Event,
+        config: Option<&serde_json::Value>,
+        dir: &Path,
+        child_slot: &Mutex<Option<Tree>>,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<(), ExecError> {
         let mut command = self.command(event, dir);
         let (mut child, tree) = self.spawn(&mut command)?;
         *child_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(tree.clone());
 
-        let config = event
-            .config
-            .as_deref()
-            .map(|c| c.to_string())
-            .unwrap_or_default();
+        let config = config.map(|c| c.to_string()).unwrap_or_default();
         let deadline = Instant::now() + self.timeout;
         let (status, tail) =
             pipes::drive(&mut child, &tree, config.into_bytes(), deadline, cancelled);

@@ -6,7 +6,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Mutex,
     time::{Duration, SystemTime},
 };
 
@@ -100,16 +100,15 @@ impl ValidateExec {
         for arg in &mut exec.args {
             *arg = arg.replace("{}", &path_text);
         }
-        let mut event = Event::new(
+        let event = Event::new(
             EventKind::Change,
             dir,
             snapshot.version.as_str(),
             SystemTime::now(),
         );
-        event.config = Some(Arc::new(config.clone()));
         let slot = Mutex::new(None);
         let cancelled = self.cancelled;
-        exec.run(&event, dir, &slot, &cancelled)
+        exec.run_with_config(&event, Some(config), dir, &slot, &cancelled)
             .map_err(|e| match e {
                 // Said nothing about the version: passing faults, checked
                 // again.

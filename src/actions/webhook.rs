@@ -272,7 +272,7 @@ impl Webhook {
     /// Attempts until accepted, out of retries, or superseded by a newer
     /// config. Returns the number of attempts and the result.
     pub(crate) fn run(&self, event: &Event, round: &Round<'_>) -> (u32, Result<(), WebhookError>) {
-        let body = event.to_json().to_string();
+        let body = event.to_json_string();
         let mut attempts = 0;
         loop {
             attempts += 1;

@@ -84,7 +84,9 @@ fn convert(
             }
         }
         DeValue::Array(items) => {
-            let mut out = Vec::new();
+            // Exactly its elements: a growing Vec's spare room (4 slots for
+            // an array of one) made nested arrays cost double (issue 20).
+            let mut out = Vec::with_capacity(items.len());
             for (i, item) in items.into_iter().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));

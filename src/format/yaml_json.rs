@@ -10,6 +10,8 @@
 //! tagged scalars keep what serde-saphyr made of them: their type is not a
 //! matter of resolution.
 
+use std::{cell::RefCell, thread::LocalKey};
+
 use serde_core::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 use serde_saphyr::Spanned;
@@ -92,19 +94,39 @@ impl<'de> Visitor<'de> for NodeVisitor {
         })
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Node::Seq(items))
+        collect(&ITEMS, || seq.next_element()).map(Node::Seq)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-        let mut entries = Vec::new();
-        while let Some(entry) = map.next_entry()? {
-            entries.push(entry);
-        }
-        Ok(Node::Map(entries))
+        collect(&ENTRIES, || map.next_entry()).map(Node::Map)
     }
+}
+
+thread_local! {
+    /// The scratch stacks the tree's sequences and mappings gather their
+    /// items on (see [`collect`]).
+    static ITEMS: RefCell<Vec<Spanned<Node>>> = const { RefCell::new(Vec::new()) };
+    static ENTRIES: RefCell<Vec<(String, Spanned<Node>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A node's items in a `Vec` of exactly their number (the tree lives until
+/// it is converted: no spare room in it, issue 20), gathered on `stack`
+/// as JSON's arrays are ([`super::json_value::collect_exact`]). The stack is
+/// a thread's own because serde-saphyr builds a `Spanned` node through its
+/// `Deserialize`, which takes no state; it is lent to the nodes nested in
+/// this one while `next` reads them.
+fn collect<T: 'static, E>(
+    stack: &'static LocalKey<RefCell<Vec<T>>>,
+    mut next: impl FnMut() -> Result<Option<T>, E>,
+) -> Result<Vec<T>, E> {
+    let mut scratch = stack.take();
+    let items = super::json_value::collect_exact(&mut scratch, |scratch| {
+        stack.with(|s| std::mem::swap(&mut *s.borrow_mut(), scratch));
+        let item = next();
+        stack.with(|s| std::mem::swap(&mut *s.borrow_mut(), scratch));
+        item
+    });
+    stack.set(scratch);
+    items
 }
 
 /// A value JSON cannot carry, or a scalar that does not convert.
@@ -126,14 +148,17 @@ pub(super) fn to_json(
     // resolution.
     let (node, source) = match std::str::from_utf8(bytes) {
         Ok(text) => (
-            serde_saphyr::from_str_with_options::<Spanned<Node>>(text, options).map_err(Ok)?,
+            serde_saphyr::from_str_with_options::<Spanned<Node>>(text, options),
             Some(text),
         ),
         Err(_) => (
-            serde_saphyr::from_slice_with_options::<Spanned<Node>>(bytes, options).map_err(Ok)?,
+            serde_saphyr::from_slice_with_options::<Spanned<Node>>(bytes, options),
             None,
         ),
     };
+    // The scratch stacks' memory back, should this thread parse no more.
+    drop((ITEMS.take(), ENTRIES.take()));
+    let node = node.map_err(Ok)?;
     let convert = Convert { source, resolve };
     let mut path = String::new();
     convert.node(node, &mut path).map_err(Err)

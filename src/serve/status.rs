@@ -323,10 +323,7 @@ impl Status {
         config: &serde_json::Value,
     ) {
         let m = &self.m;
-        let hash = format!(
-            "{:016x}",
-            xxhash_rust::xxh3::xxh3_64(config.to_string().as_bytes())
-        );
+        let hash = format!("{:016x}", config_hash(config));
         state.applied = Some((event.version.clone(), hash.clone(), event.detected_at));
         let mut info = dir.info.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((version, hash)) = info.take() {
@@ -856,10 +853,39 @@ fn unix_seconds(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// The xxh3 hash of the config's compact JSON text, streamed into the
+/// hasher as it is written rather than built as one string first (as
+/// large again as a large config's text, issue 20).
+fn config_hash(config: &serde_json::Value) -> u64 {
+    struct Hashing(xxhash_rust::xxh3::Xxh3Default);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hashing = Hashing(xxhash_rust::xxh3::Xxh3Default::new());
+    // Writing into a hasher cannot fail, nor can serializing a Value.
+    let _ = serde_json::to_writer(&mut hashing, config);
+    hashing.0.digest()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::watcher::WatchOptions;
+
+    #[test]
+    fn config_hash_is_the_hash_of_the_configs_text() {
+        let config = serde_json::json!({"b": [1, 2.5, "x\u{1}"], "a": {"c": null}});
+        assert_eq!(
+            config_hash(&config),
+            xxhash_rust::xxh3::xxh3_64(config.to_string().as_bytes())
+        );
+    }
 
     fn event(kind: EventKind, dir: &std::path::Path, version: &str) -> Event {
         Event {
