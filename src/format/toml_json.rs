@@ -96,7 +96,10 @@ fn convert(
             Value::Array(out)
         }
         DeValue::Table(table) => {
-            let mut out = Map::new();
+            // Exactly its entries where the map has a capacity (the tool's
+            // document order: an `IndexMap`, whose first insert makes room
+            // for 3).
+            let mut out = Map::with_capacity(table.len());
             for (key, item) in table {
                 let key = key.into_inner().into_owned();
                 let len = path.len();

@@ -202,7 +202,10 @@ impl Convert<'_> {
                 Ok(Value::Array(out))
             }
             Node::Map(entries) => {
-                let mut out = Map::new();
+                // Exactly its entries, where the map has a capacity (the
+                // tool's `preserve_order`: an `IndexMap`, whose first insert
+                // makes room for 3).
+                let mut out = Map::with_capacity(entries.len());
                 for (key, item) in entries {
                     let len = path.len();
                     if !path.is_empty() {
