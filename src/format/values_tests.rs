@@ -47,6 +47,18 @@ fn exact() -> bool {
     written == big
 }
 
+/// Whether this build's objects keep the document's key order (serde_json's
+/// `preserve_order`, the tool's feature `document-order`) rather than
+/// sorting their keys: asked of serde_json, as Cargo unifies the feature.
+fn document_order() -> bool {
+    let doc = serde_json::from_str::<Value>(r#"{"b":0,"a":0}"#).unwrap();
+    doc.as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .is_some_and(|k| k == "b")
+}
+
 #[cfg(feature = "yaml")]
 #[derive(Debug, serde::Deserialize, PartialEq)]
 struct Text {
@@ -197,10 +209,12 @@ mod yaml {
         let doc = "n: 12345678901234567890123\npi: 3.14159265358979323846264338327950288\nh: 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF\n";
         let value = json_of(&core(), "c.yaml", doc).unwrap();
         if exact() {
-            assert_eq!(
-                value.to_string(),
+            let expected = if document_order() {
+                r#"{"n":12345678901234567890123,"pi":3.14159265358979323846264338327950288,"h":87112285931760246646623899502532662132735}"#
+            } else {
                 r#"{"h":87112285931760246646623899502532662132735,"n":12345678901234567890123,"pi":3.14159265358979323846264338327950288}"#
-            );
+            };
+            assert_eq!(value.to_string(), expected);
         } else {
             assert_eq!(value["n"].as_f64(), Some(1.2345678901234568e22));
         }
@@ -349,10 +363,12 @@ fn json_numbers_past_f64_stay_exact() {
     let text = r#"{"n": 12345678901234567890123, "f": 1.10}"#;
     let value = json_of(&Selector::key("c.json"), "c.json", text).unwrap();
     if exact() {
-        assert_eq!(
-            value.to_string(),
+        let expected = if document_order() {
+            r#"{"n":12345678901234567890123,"f":1.10}"#
+        } else {
             r#"{"f":1.10,"n":12345678901234567890123}"#
-        );
+        };
+        assert_eq!(value.to_string(), expected);
     }
 }
 

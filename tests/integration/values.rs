@@ -21,7 +21,7 @@ fn the_events_json_follows_yaml_1_2_and_keeps_numbers_as_written() {
     let line = String::from_utf8(out.stdout).unwrap();
     assert!(
         line.contains(
-            r#""config":{"country":"no","mode":755,"n":12345678901234567890123,"version":1.10}"#
+            r#""config":{"country":"no","mode":755,"version":1.10,"n":12345678901234567890123}"#
         ),
         "{line}"
     );
@@ -55,4 +55,55 @@ fn a_validate_exec_refusal_names_its_key() {
         "{e}"
     );
     assert!(error.contains("no good"), "{e}");
+}
+
+/// The tool keeps an object's keys in the order its key's text has them
+/// (feature `document-order`), in the event and in `--output config`; a
+/// version that only reorders them is no event (the config compares equal:
+/// the order in use stays), and the next change brings its own order.
+#[test]
+fn the_tool_keeps_keys_in_document_order() {
+    let vol = vol!();
+    vol.publish(&[("config.json", r#"{"n": 1, "f": {"z": 2, "a": 3}}"#)]);
+    let mut cmd = crate::helper::bin();
+    cmd.args(["-o", "config", "--once", "-d"]).arg(vol.path());
+    let out = cmd.output().unwrap();
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let keys: Vec<&str> = printed
+        .lines()
+        .filter_map(|l| l.trim().split_once("\":").map(|(k, _)| k))
+        .collect();
+    assert_eq!(keys, [r#""n"#, r#""f"#, r#""z"#, r#""a"#], "{printed}");
+
+    let mut cmd = crate::helper::bin();
+    cmd.args(["-o", "json", "-i", "10ms", "-l", "debug", "-d"])
+        .arg(vol.path());
+    let run = crate::helper::Running::spawn(cmd);
+    let line = run.line();
+    assert!(
+        line.contains(r#""config":{"n":1,"f":{"z":2,"a":3}}"#),
+        "{line}"
+    );
+    let reordered = vol.publish(&[("config.json", r#"{"f": {"a": 3, "z": 2}, "n": 1}"#)]);
+    // Read (its debug line says so) before the next version is written.
+    let unchanged = format!("{reordered}: config unchanged");
+    let deadline = std::time::Instant::now() + crate::helper::DEADLINE;
+    while !run
+        .stderr
+        .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        .expect("no \"config unchanged\" for the reordered version within the deadline")
+        .contains(&unchanged)
+    {}
+    let v3 = vol.publish(&[("config.json", r#"{"f": {"a": 3, "z": 2}, "n": 2}"#)]);
+    let line = run.line();
+    assert!(
+        line.contains(&format!(
+            r#""version":"{v3}","previous_version":"{reordered}""#
+        )),
+        "the reorder was an event, or v3 was not the next: {line}"
+    );
+    assert!(
+        line.contains(r#""config":{"f":{"a":3,"z":2},"n":2}"#),
+        "{line}"
+    );
 }
