@@ -807,6 +807,37 @@ mod tests {
         assert_eq!(walked.names, ["a", "b", "c"]);
     }
 
+    /// A data directory swapped for a symlink (to a real directory) or a
+    /// file after the read checked it is refused when the walk opens it,
+    /// never followed and never taken for a passing fault: Linux answers
+    /// ENOTDIR for both (O_DIRECTORY with O_NOFOLLOW), macOS ELOOP for
+    /// the link.
+    #[test]
+    fn a_data_directory_swapped_for_a_link_or_a_file_after_its_check_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        fs::create_dir(&real).unwrap();
+        fs::write(real.join("config.json"), "{}").unwrap();
+        let link = tmp.path().join("..2020_01_01_00_00_00.1");
+        std::os::unix::fs::symlink("real", &link).unwrap();
+        let file = tmp.path().join("..2020_01_01_00_00_00.2");
+        fs::write(&file, "a file").unwrap();
+        for (root, reason) in [(&link, "swapped in"), (&file, "is not a directory")] {
+            let mut visited = Vec::new();
+            let result = imp::walk(root, RootLink::Refuse, &mut |key, _| {
+                visited.push(key);
+                Ok(())
+            });
+            match result {
+                Err(WalkError::Fatal(e @ Error::VolumeRefused { .. })) => {
+                    assert!(e.to_string().contains(reason), "{e}")
+                }
+                other => panic!("{}: {other:?}", root.display()),
+            }
+            assert!(visited.is_empty(), "followed: {visited:?}");
+        }
+    }
+
     /// Sockets and devices are refused, each named for what it is.
     #[cfg(target_os = "linux")]
     #[test]
