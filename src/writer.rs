@@ -729,6 +729,72 @@ fn remove_link_if_present(link: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// One write after another, as the kubelet's: each version in a new
+    /// data directory behind `..data`, every key reachable through its
+    /// top-level link, the old version and the links of removed keys gone,
+    /// and an equal payload not written again. A unit test, so that a
+    /// writer that skips a step fails in a second, not at the integration
+    /// tests' deadlines.
+    #[cfg(unix)]
+    #[test]
+    fn writes_follow_the_kubelet_steps_from_version_to_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let writer = AtomicWriter::new(tmp.path());
+        let read = |name: &str| fs::read_to_string(tmp.path().join(name)).ok();
+        let mut p = Payload::new();
+        p.insert("a.json", "1").unwrap();
+        p.insert("dir/b.json", "2").unwrap();
+        let Outcome::Written {
+            version: v1,
+            previous: None,
+        } = writer.write(&p).unwrap()
+        else {
+            panic!("not a first write")
+        };
+        assert_eq!(
+            fs::read_link(tmp.path().join("..data")).unwrap(),
+            Path::new(&v1)
+        );
+        assert_eq!(read(&format!("{v1}/dir/b.json")).as_deref(), Some("2"));
+        assert_eq!(read("a.json").as_deref(), Some("1"));
+        assert_eq!(read("dir/b.json").as_deref(), Some("2"));
+        assert_eq!(
+            fs::read_link(tmp.path().join("dir")).unwrap(),
+            Path::new("..data/dir")
+        );
+
+        let mut p = Payload::new();
+        p.insert("a.json", "3").unwrap();
+        let Outcome::Written {
+            version: v2,
+            previous: Some(previous),
+        } = writer.write(&p).unwrap()
+        else {
+            panic!("not a second write")
+        };
+        assert_eq!(previous, v1);
+        assert_ne!(v2, v1);
+        assert_eq!(read("a.json").as_deref(), Some("3"));
+        assert!(!tmp.path().join(&v1).exists(), "the old version is left");
+        assert!(
+            fs::symlink_metadata(tmp.path().join("dir")).is_err(),
+            "the removed key's link is left"
+        );
+        assert!(fs::symlink_metadata(tmp.path().join("..data_tmp")).is_err());
+
+        assert_eq!(
+            writer.write(&p).unwrap(),
+            Outcome::Unchanged { version: v2 }
+        );
+        let mut p = p.clone();
+        p.insert("new.json", "4").unwrap();
+        assert!(
+            matches!(writer.write(&p).unwrap(), Outcome::Written { .. }),
+            "a key added to an unchanged payload was not written"
+        );
+        assert_eq!(read("new.json").as_deref(), Some("4"));
+    }
+
     #[test]
     fn keys_are_checked_like_the_kubelet() {
         for ok in ["config.json", "a/b/c", "x.y", "..a".trim_start_matches('.')] {
