@@ -220,6 +220,18 @@ fn a_volume_path_turned_into_a_file_sends_the_watcher_back_to_waiting() {
     );
 }
 
+/// `readlink(..data)` under a volume path that is a regular file fails
+/// with ENOTDIR: there is no `..data` there, as for a path with none
+/// (DataLinkMissing, which the reader retries), not a link it cannot read.
+#[test]
+fn a_data_link_under_a_volume_path_that_is_a_file_is_missing_not_unreadable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("vol");
+    fs::write(&file, "a file").unwrap();
+    let err = Volume::new(&file, 1 << 20).read_configmap().unwrap_err();
+    assert!(matches!(err, Error::DataLinkMissing { .. }), "{err:?}");
+}
+
 /// The tool, as a user that root's permission bypass does not cover: as
 /// root, nobody (`setpriv`); `None` (the test skipped, saying why) when
 /// setpriv is missing.
