@@ -285,6 +285,48 @@ fn once_reports_a_plain_mode_fault_by_its_cause() {
     assert_eq!(e["key"], "config.json", "{e}");
 }
 
+/// The old data directory that cannot be removed at the last step (here
+/// its files may not be unlinked) fails the write, as it fails the
+/// kubelet's: the new version is live, and the leftover is said, not
+/// hidden. As root this runs `publish` as nobody (`setpriv`).
+#[test]
+fn an_old_data_directory_that_cannot_be_removed_fails_the_write() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let vol = vol!();
+    let v1 = vol.publish(&[("config.json", "1")]);
+    let parent = vol.path().parent().unwrap();
+    fs::set_permissions(parent, fs::Permissions::from_mode(0o755)).unwrap();
+    let old = vol.path().join(&v1);
+    fs::set_permissions(&old, fs::Permissions::from_mode(0o555)).unwrap();
+    if rustix::process::geteuid().is_root() {
+        // nobody may write the volume, not the old version in it.
+        std::os::unix::fs::chown(vol.path(), Some(65534), Some(65534)).unwrap();
+    }
+    let Some(mut cmd) =
+        bin_without_root("an_old_data_directory_that_cannot_be_removed_fails_the_write")
+    else {
+        return;
+    };
+    let out = cmd
+        .args(["publish", "--from-literal", "config.json=2", "--dir"])
+        .arg(vol.path())
+        .output()
+        .unwrap();
+    fs::set_permissions(&old, fs::Permissions::from_mode(0o755)).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot remove old data directory") && stderr.contains(&v1),
+        "{stderr}"
+    );
+    assert_ne!(vol.target(), v1, "the new version is live");
+    assert_eq!(
+        fs::read_to_string(vol.path().join("config.json")).unwrap(),
+        "2"
+    );
+}
+
 /// A nested directory of a ConfigMap volume that cannot be opened
 /// (here: permission denied) is a passing fault naming its cause and the
 /// key, not a directory that vanished mid-read: taking every failed open
