@@ -1,6 +1,6 @@
 //! A writer that updates a directory exactly as the kubelet's atomic writer
-//! does (`pkg/volume/util/atomic_writer.go`), step by step; see
-//! `shared/kubelet-volume-updates.md`. It backs the `publish` command, the
+//! does (`pkg/volume/util/atomic_writer.go` in Kubernetes), step by step,
+//! one method a step of its `AtomicWriter.Write`. It backs the `publish` command, the
 //! demo, the tests and the benchmarks, so that what they exercise is what a
 //! real pod sees.
 //!
@@ -220,24 +220,26 @@ pub fn validate_key(key: &str) -> Result<()> {
     Ok(())
 }
 
-/// The points at which the hook runs, in order.
+/// The points at which the hook runs, in order, numbered as the comment
+/// on Kubernetes' `AtomicWriter.Write` numbers its steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Step 3: the new timestamped directory exists, empty.
+    /// Step (5): the new timestamped directory exists, empty.
     DataDirCreated,
-    /// Step 4: every key is written into it.
+    /// Step (6): every key is written into it.
     FilesWritten,
-    /// Step 6: `..data_tmp` points at it.
+    /// Step (8): `..data_tmp` points at it.
     TmpLinkCreated,
-    /// Windows swap only: `..data` has been removed and not yet re-created.
+    /// Step (9), Windows swap only: `..data` has been removed and not yet
+    /// re-created.
     DataLinkRemoved,
-    /// Step 7: `..data` points at the new directory.
+    /// Step (9): `..data` points at the new directory.
     Swapped,
-    /// Step 8: top-level links exist for new keys.
+    /// Step (10): top-level links exist for new keys.
     LinksCreated,
-    /// Step 9: links of removed keys are gone.
+    /// Step (11): links of removed keys are gone.
     LinksRemoved,
-    /// Step 10: the old directory is deleted.
+    /// Step (12): the old directory is deleted.
     OldDirRemoved,
 }
 
@@ -318,48 +320,22 @@ impl AtomicWriter {
     }
 
     /// Writes `payload`, calling `hook` after each step; `Break` stops there.
+    ///
+    /// The steps are those of the kubelet's `AtomicWriter.Write`
+    /// (`pkg/volume/util/atomic_writer.go`), in its order; each is a method
+    /// named after it, numbered here as that function's comment numbers
+    /// them.
     pub fn write_with_hook(
         &self,
         payload: &Payload,
         mut hook: impl FnMut(Step) -> ControlFlow<()>,
     ) -> Result<Outcome> {
-        let dir = &self.dir;
-        // The kubelet creates the mount point before writing; so must the
-        // caller (the publish command does, saying so).
-        match fs::metadata(dir) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(Error::io(
-                    dir,
-                    "is not a directory",
-                    io::Error::from(io::ErrorKind::NotADirectory),
-                ));
-            }
-            Err(e) => return Err(Error::io(dir, "volume directory is not there", e)),
-        }
-        let data_link = dir.join("..data");
-        let tmp_link = dir.join("..data_tmp");
-
-        // 1. The old target, if any.
-        let old = match fs::read_link(&data_link) {
-            Ok(target) => Some(target.to_string_lossy().into_owned()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io(&data_link, "cannot read link", e)),
-        };
-        // A target the kubelet would never write is not a previous version:
-        // never compare with it and, above all, never delete it.
-        let old = old.filter(|old| match crate::volume::check_target(old.as_bytes()) {
-            Ok(_) => true,
-            Err(reason) => {
-                log::warn!(
-                    "{}: ignoring ..data target {old:?} ({reason}); writing a fresh version",
-                    data_link.display()
-                );
-                false
-            }
-        });
-
-        // 2. Unchanged payload: only re-create missing links.
+        // (1) validatePayload: done as each key is inserted.
+        self.check_volume_dir()?;
+        // (2) The current version, if any.
+        let old = self.previous_version()?;
+        // (3, 4) Nothing to write: only the user-visible links are made
+        // sure of (the kubelet does so since kubernetes#121472).
         if let Some(old) = &old
             && self.same_content(old, payload)
         {
@@ -368,10 +344,8 @@ impl AtomicWriter {
                 version: old.clone(),
             });
         }
-
-        // 3. The new timestamped directory.
+        // (5) newTimestampDir.
         let version = self.make_data_dir()?;
-        let data_dir = dir.join(&version);
         macro_rules! after {
             ($step:expr) => {
                 if hook($step).is_break() {
@@ -383,96 +357,168 @@ impl AtomicWriter {
             };
         }
         after!(Step::DataDirCreated);
-
-        // 4. Every key, in random order, as the kubelet's map iteration.
-        // A failure from here to the swap removes what this write made, as
-        // the kubelet does, so no orphan directory is left behind.
-        let cleanup = |made_tmp_link: bool| {
-            if made_tmp_link {
-                let _ = remove_link_if_present(&tmp_link);
-            }
-            let _ = fs::remove_dir_all(&data_dir);
-        };
-        let mut files: Vec<_> = payload.files.iter().collect();
-        fastrand::shuffle(&mut files);
-        for (key, projection) in files {
-            if let Err(e) = write_file(&data_dir.join(key), projection) {
-                cleanup(false);
-                return Err(e);
-            }
-        }
+        // (6) writePayloadToDir; (7), the ownership pass, is not simulated.
+        self.write_payload(&version, payload)?;
         after!(Step::FilesWritten);
-
-        // 5. (ownership pass: not simulated.)
-        // 6. ..data_tmp -> new dir. A leftover ..data_tmp (a writer that
-        // died between steps 6 and 7) makes this fail, as it makes every
-        // kubelet write fail: the volume stays on its version until someone
-        // removes it (publish --repair, AtomicWriter::repair).
-        if let Err(e) = symlink(Path::new(&version), &tmp_link, true) {
-            cleanup(false);
-            return Err(match fs::symlink_metadata(&tmp_link) {
-                Ok(_) => Error::StaleLink {
-                    path: tmp_link.clone(),
-                },
-                Err(_) => e,
-            });
-        }
+        // (8) ..data_tmp -> the new directory.
+        self.create_tmp_link(&version)?;
         after!(Step::TmpLinkCreated);
-
-        // 7. The switch.
+        // (9) The switch.
         match self.swap {
-            Swap::Rename => {
-                if let Err(e) = fs::rename(&tmp_link, &data_link) {
-                    cleanup(true);
-                    return Err(Error::io(&data_link, "cannot rename ..data_tmp over", e));
-                }
-            }
+            Swap::Rename => self.rename_tmp_link(&version)?,
             Swap::RemoveThenCreate => {
-                remove_link_if_present(&data_link)?;
+                remove_link_if_present(&self.dir.join("..data"))?;
                 after!(Step::DataLinkRemoved);
-                symlink(Path::new(&version), &data_link, true)?;
-                remove_link_if_present(&tmp_link)?;
+                self.recreate_data_link(&version)?;
             }
         }
         after!(Step::Swapped);
-
-        // 8. Links for new keys (existing ones already resolve via ..data).
+        // (10) createUserVisibleFiles: links for new keys (existing ones
+        // already resolve through ..data).
         self.create_links(payload)?;
         after!(Step::LinksCreated);
-
-        // 9. Links of keys that are gone.
+        // (11) removeUserVisiblePaths: links of keys that are gone.
         if let Some(old) = &old {
-            let keep = payload.top_level();
-            for name in top_level_names(&dir.join(old)) {
-                if !keep.contains(name.as_str()) {
-                    // Whatever its type, as the kubelet does.
-                    let entry = dir.join(&name);
-                    match fs::symlink_metadata(&entry) {
-                        Ok(m) if m.is_dir() => fs::remove_dir_all(&entry)
-                            .map_err(|e| Error::io(&entry, "cannot remove", e))?,
-                        Ok(_) => remove_link_if_present(&entry)?,
-                        Err(_) => {}
-                    }
-                }
-            }
+            self.remove_old_links(old, payload)?;
         }
         after!(Step::LinksRemoved);
-
-        // 10. The old directory.
+        // (12) The previous timestamped directory.
         if let Some(old) = &old {
-            let old_dir = dir.join(old);
-            match fs::remove_dir_all(&old_dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(old_dir, "cannot remove old data directory", e)),
-            }
+            self.remove_old_dir(old)?;
         }
         after!(Step::OldDirRemoved);
-
         Ok(Outcome::Written {
             version,
             previous: old,
         })
+    }
+
+    /// The volume directory must be there, as a directory: the kubelet
+    /// creates the mount point before writing (`NewAtomicWriter` stats it);
+    /// so must the caller (the publish command does, saying so).
+    fn check_volume_dir(&self) -> Result<()> {
+        match fs::metadata(&self.dir) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => Err(Error::io(
+                &self.dir,
+                "is not a directory",
+                io::Error::from(io::ErrorKind::NotADirectory),
+            )),
+            Err(e) => Err(Error::io(&self.dir, "volume directory is not there", e)),
+        }
+    }
+
+    /// Step (2) of `Write`: `readlink(..data)`, the current version; `None`
+    /// when there is none. Any other error is refused, as the kubelet
+    /// refuses it: a `..data` that is not a link is not "no version", and
+    /// renaming over it would destroy it.
+    fn previous_version(&self) -> Result<Option<String>> {
+        let data_link = self.dir.join("..data");
+        let old = match fs::read_link(&data_link) {
+            Ok(target) => target.to_string_lossy().into_owned(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&data_link, "cannot read link", e)),
+        };
+        // A target the kubelet would never write is not a previous version:
+        // never compare with it and, above all, never delete it.
+        match crate::volume::check_target(old.as_bytes()) {
+            Ok(_) => Ok(Some(old)),
+            Err(reason) => {
+                log::warn!(
+                    "{}: ignoring ..data target {old:?} ({reason}); writing a fresh version",
+                    data_link.display()
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Undoes a write that failed between steps (5) and (9), as the kubelet
+    /// does, so that no orphan directory is left behind.
+    fn abandon(&self, version: &str, made_tmp_link: bool) {
+        if made_tmp_link {
+            let _ = remove_link_if_present(&self.dir.join("..data_tmp"));
+        }
+        let _ = fs::remove_dir_all(self.dir.join(version));
+    }
+
+    /// Step (6), `writePayloadToDir`: every key, in random order, as the
+    /// kubelet's map iteration.
+    fn write_payload(&self, version: &str, payload: &Payload) -> Result<()> {
+        let data_dir = self.dir.join(version);
+        let mut files: Vec<_> = payload.files.iter().collect();
+        fastrand::shuffle(&mut files);
+        for (key, projection) in files {
+            if let Err(e) = write_file(&data_dir.join(key), projection) {
+                self.abandon(version, false);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Step (8): `..data_tmp` -> the new directory. A leftover `..data_tmp`
+    /// (a writer that died between steps 8 and 9) makes this fail, as it
+    /// makes every kubelet write fail: the volume stays on its version
+    /// until someone removes it (publish --repair, [`AtomicWriter::repair`]).
+    fn create_tmp_link(&self, version: &str) -> Result<()> {
+        let tmp_link = self.dir.join("..data_tmp");
+        symlink(Path::new(version), &tmp_link, true).map_err(|e| {
+            self.abandon(version, false);
+            match fs::symlink_metadata(&tmp_link) {
+                Ok(_) => Error::StaleLink { path: tmp_link },
+                Err(_) => e,
+            }
+        })
+    }
+
+    /// Step (9) on Linux and macOS: `rename(..data_tmp, ..data)`, the atomic
+    /// switch.
+    fn rename_tmp_link(&self, version: &str) -> Result<()> {
+        let data_link = self.dir.join("..data");
+        fs::rename(self.dir.join("..data_tmp"), &data_link).map_err(|e| {
+            self.abandon(version, true);
+            Error::io(&data_link, "cannot rename ..data_tmp over", e)
+        })
+    }
+
+    /// Step (9) on Windows, once the old `..data` is removed: `..data` made
+    /// anew, then `..data_tmp` removed.
+    fn recreate_data_link(&self, version: &str) -> Result<()> {
+        symlink(Path::new(version), &self.dir.join("..data"), true)?;
+        remove_link_if_present(&self.dir.join("..data_tmp"))
+    }
+
+    /// Step (11), `removeUserVisiblePaths`: the top-level entries of the
+    /// keys `old` had and `payload` has not, whatever their type, as the
+    /// kubelet removes them.
+    fn remove_old_links(&self, old: &str, payload: &Payload) -> Result<()> {
+        let keep = payload.top_level();
+        for name in top_level_names(&self.dir.join(old)) {
+            if keep.contains(name.as_str()) {
+                continue;
+            }
+            let entry = self.dir.join(&name);
+            match fs::symlink_metadata(&entry) {
+                Ok(m) if m.is_dir() => {
+                    fs::remove_dir_all(&entry).map_err(|e| Error::io(&entry, "cannot remove", e))?
+                }
+                Ok(_) => remove_link_if_present(&entry)?,
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Step (12): the previous timestamped directory; already gone is not
+    /// an error.
+    fn remove_old_dir(&self, old: &str) -> Result<()> {
+        let old_dir = self.dir.join(old);
+        match fs::remove_dir_all(&old_dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(old_dir, "cannot remove old data directory", e)),
+        }
     }
 
     /// Removes what a writer that died mid-write left: a stale
@@ -505,7 +551,8 @@ impl AtomicWriter {
         Ok(removed)
     }
 
-    /// Step 2's byte-for-byte comparison with the current data directory.
+    /// Steps (3) and (4), `shouldWritePayload`: the byte-for-byte comparison
+    /// with the current data directory (a key removed counts as a change).
     fn same_content(&self, old: &str, payload: &Payload) -> bool {
         // An old file larger than every new one cannot be equal: cap the read
         // there, so a huge file left in a volume is never loaded.
@@ -530,8 +577,8 @@ impl AtomicWriter {
             })
     }
 
-    /// Creates `<dir>/<name> -> ..data/<name>` for each top-level name that
-    /// has no link yet.
+    /// Step (10), `createUserVisibleFiles`: `<dir>/<name> -> ..data/<name>`
+    /// for each top-level name that has no link yet.
     fn create_links(&self, payload: &Payload) -> Result<()> {
         for name in payload.top_level() {
             let link = self.dir.join(name);
@@ -543,8 +590,9 @@ impl AtomicWriter {
         Ok(())
     }
 
-    /// Step 3: `..YYYY_MM_DD_HH_MM_SS.<random decimal>` (UTC), made 0700
-    /// then chmod 0755, as Go's `os.MkdirTemp` and the kubelet do.
+    /// Step (5), `newTimestampDir`: `..YYYY_MM_DD_HH_MM_SS.<random decimal>`
+    /// (UTC), made 0700 then chmod 0755, as Go's `os.MkdirTemp` and the
+    /// kubelet do.
     fn make_data_dir(&self) -> Result<String> {
         let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
         let prefix = format!(
@@ -584,7 +632,7 @@ fn top_level_names(data_dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Step 4 for one key: parents, then the file created with its final mode
+/// Step (6) for one key: parents, then the file created with its final mode
 /// (as the kubelet does), then chmod to it (the umask may have cut it).
 fn write_file(path: &Path, projection: &FileProjection) -> Result<()> {
     if let Some(parent) = path.parent() {
@@ -680,6 +728,72 @@ fn remove_link_if_present(link: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One write after another, as the kubelet's: each version in a new
+    /// data directory behind `..data`, every key reachable through its
+    /// top-level link, the old version and the links of removed keys gone,
+    /// and an equal payload not written again. A unit test, so that a
+    /// writer that skips a step fails in a second, not at the integration
+    /// tests' deadlines.
+    #[cfg(unix)]
+    #[test]
+    fn writes_follow_the_kubelet_steps_from_version_to_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let writer = AtomicWriter::new(tmp.path());
+        let read = |name: &str| fs::read_to_string(tmp.path().join(name)).ok();
+        let mut p = Payload::new();
+        p.insert("a.json", "1").unwrap();
+        p.insert("dir/b.json", "2").unwrap();
+        let Outcome::Written {
+            version: v1,
+            previous: None,
+        } = writer.write(&p).unwrap()
+        else {
+            panic!("not a first write")
+        };
+        assert_eq!(
+            fs::read_link(tmp.path().join("..data")).unwrap(),
+            Path::new(&v1)
+        );
+        assert_eq!(read(&format!("{v1}/dir/b.json")).as_deref(), Some("2"));
+        assert_eq!(read("a.json").as_deref(), Some("1"));
+        assert_eq!(read("dir/b.json").as_deref(), Some("2"));
+        assert_eq!(
+            fs::read_link(tmp.path().join("dir")).unwrap(),
+            Path::new("..data/dir")
+        );
+
+        let mut p = Payload::new();
+        p.insert("a.json", "3").unwrap();
+        let Outcome::Written {
+            version: v2,
+            previous: Some(previous),
+        } = writer.write(&p).unwrap()
+        else {
+            panic!("not a second write")
+        };
+        assert_eq!(previous, v1);
+        assert_ne!(v2, v1);
+        assert_eq!(read("a.json").as_deref(), Some("3"));
+        assert!(!tmp.path().join(&v1).exists(), "the old version is left");
+        assert!(
+            fs::symlink_metadata(tmp.path().join("dir")).is_err(),
+            "the removed key's link is left"
+        );
+        assert!(fs::symlink_metadata(tmp.path().join("..data_tmp")).is_err());
+
+        assert_eq!(
+            writer.write(&p).unwrap(),
+            Outcome::Unchanged { version: v2 }
+        );
+        let mut p = p.clone();
+        p.insert("new.json", "4").unwrap();
+        assert!(
+            matches!(writer.write(&p).unwrap(), Outcome::Written { .. }),
+            "a key added to an unchanged payload was not written"
+        );
+        assert_eq!(read("new.json").as_deref(), Some("4"));
+    }
 
     #[test]
     fn keys_are_checked_like_the_kubelet() {

@@ -539,52 +539,43 @@ mod imp {
                 Err(rustix::io::Errno::NOENT) => return Err(WalkError::Vanished),
                 Err(e) => return Err(read_fault(&key, &path, e.into())),
             };
-            if kind(&stat) == Kind::Dir {
-                if depth > super::MAX_DEPTH {
-                    return Err(too_deep(root, &key));
-                }
-                let sub = match open_dir(Some(fd), name.as_c_str()) {
-                    Ok(sub) => sub,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        return Err(WalkError::Vanished);
-                    }
-                    // Swapped for a symlink (ELOOP) or a file (ENOTDIR)
-                    // since the stat: the writer is at work; start over.
-                    Err(e)
-                        if [rustix::io::Errno::LOOP, rustix::io::Errno::NOTDIR]
-                            .iter()
-                            .any(|errno| e.raw_os_error() == Some(errno.raw_os_error())) =>
-                    {
-                        return Err(WalkError::Vanished);
-                    }
-                    Err(e) => return Err(read_fault(&key, &path, e)),
-                };
-                let sub_names = list(&sub, &path)?;
-                let (fd, _, _) = stack.last().expect("the parent frame");
-                visit(
-                    key.clone(),
-                    Node {
-                        parent: fd,
-                        name: name.as_c_str(),
-                        stat,
-                        path: &path,
-                        bad_name,
-                    },
-                )?;
-                stack.push((sub, key, sub_names));
-            } else {
-                let (fd, _, _) = stack.last().expect("the frame");
-                visit(
-                    key,
-                    Node {
-                        parent: fd,
-                        name: name.as_c_str(),
-                        stat,
-                        path: &path,
-                        bad_name,
-                    },
-                )?;
+            let is_dir = kind(&stat) == Kind::Dir;
+            if is_dir && depth > super::MAX_DEPTH {
+                return Err(too_deep(root, &key));
             }
+            let node = Node {
+                parent: fd,
+                name: name.as_c_str(),
+                stat,
+                path: &path,
+                bad_name,
+            };
+            if !is_dir {
+                visit(key, node)?;
+                continue;
+            }
+            // A directory is visited as it was looked at, before it is
+            // opened: what happens to it in between (a writer, or a test,
+            // swapping it) is met by the open below.
+            visit(key.clone(), node)?;
+            let sub = match open_dir(Some(fd), name.as_c_str()) {
+                Ok(sub) => sub,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(WalkError::Vanished);
+                }
+                // Swapped for a symlink (ELOOP) or a file (ENOTDIR) since
+                // the stat: the writer is at work; start over.
+                Err(e)
+                    if [rustix::io::Errno::LOOP, rustix::io::Errno::NOTDIR]
+                        .iter()
+                        .any(|errno| e.raw_os_error() == Some(errno.raw_os_error())) =>
+                {
+                    return Err(WalkError::Vanished);
+                }
+                Err(e) => return Err(read_fault(&key, &path, e)),
+            };
+            let sub_names = list(&sub, &path)?;
+            stack.push((sub, key, sub_names));
         }
         Ok(())
     }
@@ -805,6 +796,71 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(walked.entries.keys().collect::<Vec<_>>(), ["a", "c"]);
         assert_eq!(walked.names, ["a", "b", "c"]);
+    }
+
+    /// A data directory swapped for a symlink (to a real directory) or a
+    /// file after the read checked it is refused when the walk opens it,
+    /// never followed and never taken for a passing fault: Linux answers
+    /// ENOTDIR for both (O_DIRECTORY with O_NOFOLLOW), macOS ELOOP for
+    /// the link.
+    #[test]
+    fn a_data_directory_swapped_for_a_link_or_a_file_after_its_check_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        fs::create_dir(&real).unwrap();
+        fs::write(real.join("config.json"), "{}").unwrap();
+        let link = tmp.path().join("..2020_01_01_00_00_00.1");
+        std::os::unix::fs::symlink("real", &link).unwrap();
+        let file = tmp.path().join("..2020_01_01_00_00_00.2");
+        fs::write(&file, "a file").unwrap();
+        for (root, reason) in [(&link, "swapped in"), (&file, "is not a directory")] {
+            let mut visited = Vec::new();
+            let result = imp::walk(root, RootLink::Refuse, &mut |key, _| {
+                visited.push(key);
+                Ok(())
+            });
+            match result {
+                Err(WalkError::Fatal(e @ Error::VolumeRefused { .. })) => {
+                    assert!(e.to_string().contains(reason), "{e}")
+                }
+                other => panic!("{}: {other:?}", root.display()),
+            }
+            assert!(visited.is_empty(), "followed: {visited:?}");
+        }
+    }
+
+    /// A nested directory swapped for a symlink or a file, or removed,
+    /// after the walk looked at it and before it opens it is the writer at
+    /// work: the read starts over (Vanished), never a fault, never followed.
+    #[test]
+    fn a_directory_swapped_after_the_walk_looked_at_it_is_read_again() {
+        for swap in ["link", "file", "gone"] {
+            let tmp = tempfile::tempdir().unwrap();
+            let sub = tmp.path().join("sub");
+            fs::create_dir(&sub).unwrap();
+            fs::write(sub.join("k"), "v").unwrap();
+            let elsewhere = tmp.path().join("..elsewhere");
+            fs::create_dir(&elsewhere).unwrap();
+            fs::write(elsewhere.join("k"), "outside").unwrap();
+            let mut visited = Vec::new();
+            let result = imp::walk(tmp.path(), RootLink::Follow, &mut |key, _| {
+                if key == "sub" {
+                    fs::remove_dir_all(&sub).unwrap();
+                    match swap {
+                        "link" => std::os::unix::fs::symlink("..elsewhere", &sub).unwrap(),
+                        "file" => fs::write(&sub, "a file").unwrap(),
+                        _ => {}
+                    }
+                }
+                visited.push(key);
+                Ok(())
+            });
+            assert!(
+                matches!(result, Err(WalkError::Vanished)),
+                "{swap}: {result:?}"
+            );
+            assert_eq!(visited, ["sub"], "{swap}");
+        }
     }
 
     /// Sockets and devices are refused, each named for what it is.

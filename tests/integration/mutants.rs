@@ -220,6 +220,42 @@ fn a_volume_path_turned_into_a_file_sends_the_watcher_back_to_waiting() {
     );
 }
 
+/// `readlink(..data)` under a volume path that is a regular file fails
+/// with ENOTDIR: there is no `..data` there, as for a path with none
+/// (DataLinkMissing, which the reader retries), not a link it cannot read.
+#[test]
+fn a_data_link_under_a_volume_path_that_is_a_file_is_missing_not_unreadable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("vol");
+    fs::write(&file, "a file").unwrap();
+    let err = Volume::new(&file, 1 << 20).read_configmap().unwrap_err();
+    assert!(matches!(err, Error::DataLinkMissing { .. }), "{err:?}");
+}
+
+/// The tool, as a user that root's permission bypass does not cover: as
+/// root, nobody (`setpriv`); `None` (the test skipped, saying why) when
+/// setpriv is missing.
+fn bin_without_root(test: &str) -> Option<std::process::Command> {
+    if !rustix::process::geteuid().is_root() {
+        return Some(bin());
+    }
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        crate::helper::skip(
+            test,
+            "running as root and setpriv (util-linux) is not installed",
+        );
+        return None;
+    }
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_configmapwatch"));
+    Some(cmd)
+}
+
 /// `--once` in plain mode with a key it may not read (a passing fault):
 /// the error names the cause and the key, not a generic "kept changing".
 /// Root reads anything, so as root this runs as nobody (`setpriv`).
@@ -232,24 +268,8 @@ fn once_reports_a_plain_mode_fault_by_its_cause() {
     let file = tmp.path().join("config.json");
     fs::write(&file, "{}").unwrap();
     fs::set_permissions(&file, fs::Permissions::from_mode(0o000)).unwrap();
-    let mut cmd = if rustix::process::geteuid().is_root() {
-        if std::process::Command::new("setpriv")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            crate::helper::skip(
-                "once_reports_a_plain_mode_fault_by_its_cause",
-                "running as root and setpriv (util-linux) is not installed",
-            );
-            return;
-        }
-        let mut cmd = std::process::Command::new("setpriv");
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_configmapwatch"));
-        cmd
-    } else {
-        bin()
+    let Some(mut cmd) = bin_without_root("once_reports_a_plain_mode_fault_by_its_cause") else {
+        return;
     };
     let out = cmd
         .args(["--once", "-o", "json", "-d"])
@@ -263,6 +283,81 @@ fn once_reports_a_plain_mode_fault_by_its_cause() {
     let error = e["error"].as_str().unwrap();
     assert!(error.contains("Permission denied"), "{error}");
     assert_eq!(e["key"], "config.json", "{e}");
+}
+
+/// The old data directory that cannot be removed at the last step (here
+/// its files may not be unlinked) fails the write, as it fails the
+/// kubelet's: the new version is live, and the leftover is said, not
+/// hidden. As root this runs `publish` as nobody (`setpriv`).
+#[test]
+fn an_old_data_directory_that_cannot_be_removed_fails_the_write() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let vol = vol!();
+    let v1 = vol.publish(&[("config.json", "1")]);
+    let parent = vol.path().parent().unwrap();
+    fs::set_permissions(parent, fs::Permissions::from_mode(0o755)).unwrap();
+    let old = vol.path().join(&v1);
+    fs::set_permissions(&old, fs::Permissions::from_mode(0o555)).unwrap();
+    if rustix::process::geteuid().is_root() {
+        // nobody may write the volume, not the old version in it.
+        std::os::unix::fs::chown(vol.path(), Some(65534), Some(65534)).unwrap();
+    }
+    let Some(mut cmd) =
+        bin_without_root("an_old_data_directory_that_cannot_be_removed_fails_the_write")
+    else {
+        return;
+    };
+    let out = cmd
+        .args(["publish", "--from-literal", "config.json=2", "--dir"])
+        .arg(vol.path())
+        .output()
+        .unwrap();
+    fs::set_permissions(&old, fs::Permissions::from_mode(0o755)).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot remove old data directory") && stderr.contains(&v1),
+        "{stderr}"
+    );
+    assert_ne!(vol.target(), v1, "the new version is live");
+    assert_eq!(
+        fs::read_to_string(vol.path().join("config.json")).unwrap(),
+        "2"
+    );
+}
+
+/// A nested directory of a ConfigMap volume that cannot be opened
+/// (here: permission denied) is a passing fault naming its cause and the
+/// key, not a directory that vanished mid-read: taking every failed open
+/// for the writer at work would retry it until "kept changing".
+#[test]
+fn a_nested_directory_that_cannot_be_opened_is_a_fault_naming_its_cause() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let vol = vol!();
+    vol.publish(&[("conf/config.json", "{}")]);
+    let parent = vol.path().parent().unwrap();
+    fs::set_permissions(parent, fs::Permissions::from_mode(0o755)).unwrap();
+    let nested = vol.data_dir().join("conf");
+    fs::set_permissions(&nested, fs::Permissions::from_mode(0o000)).unwrap();
+    let Some(mut cmd) =
+        bin_without_root("a_nested_directory_that_cannot_be_opened_is_a_fault_naming_its_cause")
+    else {
+        return;
+    };
+    let out = cmd
+        .args(["--once", "-o", "json", "-f", "conf/config.json", "-d"])
+        .arg(vol.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}{stderr}", String::from_utf8_lossy(&out.stdout)));
+    let error = e["error"].as_str().unwrap();
+    assert!(error.contains("Permission denied"), "{error}");
+    assert_eq!(e["key"], "conf", "{e}");
 }
 
 /// `publish` on Linux switches `..data` with one rename of `..data_tmp`

@@ -174,12 +174,21 @@ fn the_library_writer_does_not_create_the_mount_point_but_publish_does() {
 #[test]
 fn old_top_level_entries_go_whatever_their_type() {
     let vol = vol!();
-    vol.publish(&[("config.json", "{}"), ("old", "x")]);
-    // Something replaced the link of `old` with a plain file.
+    vol.publish(&[("config.json", "{}"), ("old", "x"), ("dir", "y")]);
+    // Something replaced the link of `old` with a plain file, and that of
+    // `dir` with a directory holding one.
     fs::remove_file(vol.path().join("old")).unwrap();
     fs::write(vol.path().join("old"), "stray").unwrap();
+    fs::remove_file(vol.path().join("dir")).unwrap();
+    fs::create_dir(vol.path().join("dir")).unwrap();
+    fs::write(vol.path().join("dir/file"), "stray").unwrap();
     vol.publish(&[("config.json", "{}")]);
-    assert!(fs::symlink_metadata(vol.path().join("old")).is_err());
+    for gone in ["old", "dir"] {
+        assert!(
+            fs::symlink_metadata(vol.path().join(gone)).is_err(),
+            "{gone} is left"
+        );
+    }
 }
 
 #[test]
