@@ -683,6 +683,11 @@ pub(crate) fn stop(tree: &Tree) {
     tree.term();
 }
 
+/// A process a test did not start, shared with the integration tests.
+#[cfg(test)]
+#[path = "../../tests/common/process.rs"]
+mod test_process;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -799,106 +804,7 @@ mod tests {
         }
     }
 
-    /// A process we did not start, watched until it is gone; killed when
-    /// dropped if it never went (a failed test leaves nothing behind).
-    struct Process {
-        pid: u32,
-        #[cfg(windows)]
-        handle: std::os::windows::io::OwnedHandle,
-        gone: bool,
-    }
-
-    impl Process {
-        /// On Windows its handle is opened now, while it surely runs: a
-        /// wait on it later cannot be fooled by its pid's reuse.
-        fn open(pid: u32) -> Process {
-            #[cfg(windows)]
-            {
-                use std::os::windows::io::FromRawHandle;
-                use windows_sys::Win32::System::Threading::{
-                    OpenProcess, PROCESS_SYNCHRONIZE, PROCESS_TERMINATE,
-                };
-                // SAFETY: plain call; a null result is an error.
-                let raw = unsafe { OpenProcess(PROCESS_SYNCHRONIZE | PROCESS_TERMINATE, 0, pid) };
-                assert!(!raw.is_null(), "{}", io::Error::last_os_error());
-                Process {
-                    pid,
-                    // SAFETY: a handle just opened, owned by nobody else.
-                    handle: unsafe { std::os::windows::io::OwnedHandle::from_raw_handle(raw) },
-                    gone: false,
-                }
-            }
-            #[cfg(not(windows))]
-            Process { pid, gone: false }
-        }
-
-        /// Whether it has ended within `within`.
-        fn gone_within(&mut self, within: Duration) -> bool {
-            #[cfg(windows)]
-            {
-                use std::os::windows::io::AsRawHandle;
-                use windows_sys::Win32::{
-                    Foundation::WAIT_OBJECT_0, System::Threading::WaitForSingleObject,
-                };
-                // SAFETY: the handle is open.
-                let waited = unsafe {
-                    WaitForSingleObject(self.handle.as_raw_handle(), within.as_millis() as u32)
-                };
-                self.gone = waited == WAIT_OBJECT_0;
-            }
-            #[cfg(unix)]
-            {
-                let until = Instant::now() + within;
-                loop {
-                    self.gone = self.ended();
-                    if self.gone || Instant::now() >= until {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-            self.gone
-        }
-
-        /// Ended: reaped (no /proc entry), or a zombie its new parent has
-        /// not reaped yet.
-        #[cfg(target_os = "linux")]
-        fn ended(&self) -> bool {
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).map_or(true, |s| {
-                s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))
-            })
-        }
-
-        /// Ended and reaped (its new parent, launchd, reaps at once).
-        #[cfg(all(unix, not(target_os = "linux")))]
-        fn ended(&self) -> bool {
-            rustix::process::Pid::from_raw(self.pid as i32)
-                .is_none_or(|pid| rustix::process::test_kill_process(pid).is_err())
-        }
-    }
-
-    impl Drop for Process {
-        fn drop(&mut self) {
-            if self.gone {
-                return;
-            }
-            #[cfg(windows)]
-            {
-                use std::os::windows::io::AsRawHandle;
-                // SAFETY: the handle is open.
-                unsafe {
-                    windows_sys::Win32::System::Threading::TerminateProcess(
-                        self.handle.as_raw_handle(),
-                        1,
-                    )
-                };
-            }
-            #[cfg(unix)]
-            if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
-        }
-    }
+    use super::test_process::Process;
 
     /// `--exec-timeout`: a command whose child hangs is killed with that
     /// child (on Windows only the command was, before its Job Object).
