@@ -19,7 +19,10 @@
 //! some 180 bytes for a one-entry map where a `BTreeMap` node of 11
 //! entries takes 640 (with sorted maps, the library's default: 136 for
 //! JSON, 140 for YAML). What is left is each `Value`'s 72 bytes (32 with
-//! sorted maps) and, for TOML, the toml crate's own parse tree.
+//! sorted maps) and, for TOML, the toml crate's own parse tree, which is
+//! why TOML is held to YAML's node budget before that tree is built (at
+//! most 250,000 keys and values: a TOML key's peak is then at most some
+//! 120 MiB, whatever `--max-file-size`).
 
 use std::{borrow::Cow, fmt, str::FromStr};
 
@@ -747,6 +750,7 @@ fn yaml_value(_key: &str, _bytes: &[u8], _resolve: Resolve) -> Result<Value> {
 #[cfg(feature = "toml")]
 fn toml_value(key: &str, bytes: &[u8], resolve: Resolve) -> Result<Value> {
     let text = text(key, bytes)?;
+    toml_budget(key, text)?;
     toml_json::to_json(text, resolve).map_err(|e| match e {
         Ok(e) => toml_error(key, text, e, None),
         Err(fault) => Error::Unrepresentable {
@@ -755,6 +759,18 @@ fn toml_value(key: &str, bytes: &[u8], resolve: Resolve) -> Result<Value> {
             position: Some(fault.position),
             message: fault.message,
         },
+    })
+}
+
+/// Refuses a TOML document over its node budget before toml builds it
+/// (see [`toml_json::check_budget`]): a refusal of its shape, as YAML's.
+#[cfg(feature = "toml")]
+fn toml_budget(key: &str, text: &str) -> Result<()> {
+    toml_json::check_budget(text).map_err(|fault| Error::Parse {
+        key: key.to_owned(),
+        format: Format::Toml,
+        position: Some(fault.position),
+        message: fault.message,
     })
 }
 
@@ -881,6 +897,7 @@ fn yaml_options(schema: YamlSchema, len: usize) -> serde_saphyr::Options {
 #[cfg(feature = "toml")]
 fn toml<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
     let text = text(key, bytes)?;
+    toml_budget(key, text)?;
     tracked(
         || toml::from_str::<T>(text),
         |_| true,

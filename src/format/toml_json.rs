@@ -8,11 +8,62 @@
 //! 3339 text (offset date-time, local date-time, local date and local time
 //! each as TOML writes them), a number keeps its digits, and a non-finite
 //! float is an error naming the field and its line.
+//!
+//! **A node budget, as YAML's.** toml builds its whole tree (each value
+//! with its span, each table a map) before anything is converted, and that
+//! tree costs up to some 250 times the text for dense documents (1 MiB of
+//! `{a=0},` or of `0,`). So a document's keys, values, arrays and tables
+//! are first counted with toml's own lexer, which allocates nothing, and
+//! one with more than [`MAX_NODES`] is refused before it is parsed: the
+//! same budget serde-saphyr applies to YAML, with the same effect (a 1 MiB
+//! key of one-character values is refused; a 1 MiB Cargo.lock-like or
+//! prometheus-like document is far below it).
 
 use serde_json::{Map, Number, Value};
 use toml::{Spanned, de::DeValue};
 
+use toml_parser::lexer::TokenKind;
+
 use super::{Position, Resolve, position_at};
+
+/// The most keys, values, arrays and tables a TOML document may have: the
+/// node budget serde-saphyr gives YAML by default, so both formats refuse
+/// the same density.
+pub(super) const MAX_NODES: usize = 250_000;
+
+/// Refuses `text` when it has more than [`MAX_NODES`] keys, values, arrays
+/// and tables, counted from toml's tokens (a dotted number or key, `1.5`
+/// or `a.b`, counts once): nothing is built, so this costs no memory.
+pub(super) fn check_budget(text: &str) -> Result<(), Fault> {
+    let mut nodes = 0usize;
+    let mut after_dot = false;
+    for token in toml_parser::Source::new(text).lex() {
+        let node = match token.kind() {
+            TokenKind::Atom => !after_dot,
+            TokenKind::LiteralString
+            | TokenKind::BasicString
+            | TokenKind::MlLiteralString
+            | TokenKind::MlBasicString
+            | TokenKind::LeftSquareBracket
+            | TokenKind::LeftCurlyBracket => true,
+            _ => false,
+        };
+        after_dot = token.kind() == TokenKind::Dot;
+        if node {
+            nodes += 1;
+            if nodes > MAX_NODES {
+                return Err(Fault {
+                    position: position_at(text, token.span().start()),
+                    message: format!(
+                        "more than {MAX_NODES} keys and values (the budget that keeps a key's \
+                         memory bounded by its size, as for YAML)"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
 
 /// A value JSON cannot carry.
 pub(super) struct Fault {

@@ -41,3 +41,38 @@ fn a_yaml_alias_bomb_is_refused_at_a_small_peak() {
         "{event}"
     );
 }
+
+/// TOML is held to YAML's node budget, counted before the toml crate
+/// builds its tree (which costs up to some 250 times the text): 1 MiB of
+/// tiny inline tables is refused at the peak of a small key, naming the
+/// key and where the budget ran out, while a large document of ordinary
+/// density (a Cargo.lock-like list of tables) is read whole.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_dense_toml_key_is_refused_by_its_node_budget_before_it_is_parsed() {
+    let dense = format!("a = [{}0]\n", "{a=0},".repeat(170_000));
+    let (baseline, _) = peak_after_first_event(&[("small.toml", "a = 1\n")], "initial");
+    let (peak, event) = peak_after_first_event(&[("dense.toml", &dense)], "error");
+    let over = peak.saturating_sub(baseline);
+    println!("dense TOML: peak {peak} KiB, {over} KiB over a small key's {baseline} KiB");
+    // Before the budget: some 250 MiB.
+    assert!(over < 8 * 1024, "peak {peak} KiB, baseline {baseline} KiB");
+    assert_eq!(event["key"], "dense.toml", "{event}");
+    let error = event["error"].as_str().unwrap();
+    assert!(
+        error.contains("more than 250000 keys and values") && error.contains("line 1 column"),
+        "{event}"
+    );
+
+    let mut lock = String::new();
+    for i in 0..12_000 {
+        lock.push_str(&format!(
+            "[[package]]\nname = \"crate-{i}\"\nversion = \"1.{i}.0\"\nsource = \"registry\"\n\n"
+        ));
+    }
+    let (_, event) = peak_after_first_event(&[("Cargo.toml", &lock)], "initial");
+    assert_eq!(
+        event["config"]["Cargo.toml"]["package"][11_999]["name"], "crate-11999",
+        "a long but ordinary TOML document is read whole"
+    );
+}
